@@ -1,0 +1,184 @@
+"""A typed client for the daemon's routes: objects, deploys, calls, envs, status, bash.
+
+Calls go through the sans-I/O codec, with ``call``/``stream`` on the sync transport and
+``acall``/``astream`` on the async one. Output the remote call prints arrives as ``stdout``
+events while the call runs and is written to this process's ``sys.stdout`` as it comes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from runhouse.client.codec import FRAMES_HEADERS, Event, ReplyDecoder, encode_call, encode_request, raise_for_error_body
+from runhouse.client.transport import AsyncTransport, Endpoint, SyncTransport
+from runhouse.exceptions import ConnectionError_, ServerError
+from runhouse.protocol.serialization import serialize
+from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, PROTOCOL_VERSION, CallOptions
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _call_path(key: str, method: str) -> str:
+    return f"/{quote(key, safe='')}/{quote(method, safe='')}"
+
+
+class DaemonClient:
+    def __init__(self, endpoint: Endpoint, token: str | None, timeout: float | None = None) -> None:
+        headers = dict(endpoint.headers)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.endpoint = Endpoint(endpoint.host, endpoint.port, endpoint.scheme, endpoint.verify, headers)
+        self._sync = SyncTransport(self.endpoint, timeout)
+        self._async = AsyncTransport(self.endpoint, timeout)
+
+    # -- plain JSON routes ------------------------------------------------------------------
+    def request_json(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        if params:
+            path = f"{path}?{urlencode({k: v for k, v in params.items() if v is not None})}"
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        with self._sync.open(method, path, payload, headers) as reply:
+            data = reply.read()
+            if reply.status >= 400:
+                raise_for_error_body(reply.status, data)
+        return json.loads(data) if data else None
+
+    def check(self) -> dict[str, Any]:
+        info = self.request_json("GET", "/check")
+        if info.get("protocol") != PROTOCOL_VERSION:
+            raise ConnectionError_(
+                f"daemon at {self.endpoint.url} speaks protocol {info.get('protocol')}, this client "
+                f"{PROTOCOL_VERSION}: install the same runhouse version on both sides"
+            )
+        return info  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        return self.request_json("GET", "/status")  # type: ignore[no-any-return]
+
+    def keys(self, env: str | None = None) -> list[str]:
+        return self.request_json("GET", "/keys", params={"env": env})["keys"]  # type: ignore[no-any-return]
+
+    def rename(self, key: str, new_key: str) -> None:
+        self.request_json("POST", "/rename", {"key": key, "new_key": new_key})
+
+    def delete(self, keys: list[str]) -> dict[str, Any]:
+        return self.request_json("POST", "/delete_object", {"keys": keys})  # type: ignore[no-any-return]
+
+    def envs(self) -> list[dict[str, Any]]:
+        return self.request_json("GET", "/envs")["envs"]  # type: ignore[no-any-return]
+
+    def create_env(self, name: str, env_vars: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.request_json("POST", "/create_env", {"name": name, "env_vars": env_vars or {}})  # type: ignore[no-any-return]
+
+    def resource(self, key: str) -> dict[str, Any]:
+        return self.request_json("GET", "/resource", params={"key": key})  # type: ignore[no-any-return]
+
+    def logs(self, run_name: str) -> dict[str, Any]:
+        return self.request_json("POST", "/logs", {"run_name": run_name})  # type: ignore[no-any-return]
+
+    def run_bash(self, commands: list[str], cwd: str | None = None,
+                 env_vars: dict[str, str] | None = None, stop_on_error: bool = False) -> list[list[Any]]:
+        body = {"commands": commands, "cwd": cwd, "env_vars": env_vars or {}, "stop_on_error": stop_on_error}
+        return self.request_json("POST", "/run_bash", body)["results"]  # type: ignore[no-any-return]
+
+    # -- framed routes ------------------------------------------------------------------------
+    def _events(self, method: str, path: str, body: list[Any] | None) -> Iterator[Event]:
+        with self._sync.open(method, path, body, FRAMES_HEADERS) as reply:
+            if reply.status >= 400:
+                raise_for_error_body(reply.status, reply.read())
+            if not reply.content_type.startswith(FRAMES_CONTENT_TYPE):
+                raise ServerError(f"daemon answered {reply.content_type!r} where frames were expected", 502)
+            decoder = ReplyDecoder()
+            for chunk in reply.chunks():
+                yield from decoder.feed(chunk)
+            decoder.finish()
+
+    def put(self, key: str, obj: Any, env: str | None = None, serialization: str = "pickle") -> None:
+        body = encode_request({"key": key, "env": env, "serialization": serialization}, serialize(obj, serialization))
+        with self._sync.open("POST", "/object", body, FRAMES_HEADERS) as reply:
+            data = reply.read()
+            if reply.status >= 400:
+                raise_for_error_body(reply.status, data)
+
+    def get(self, key: str, serialization: str = "pickle") -> Any:
+        path = f"/object?{urlencode({'key': key, 'serialization': serialization})}"
+        return _final(self._events("GET", path, None))
+
+    def deploy(self, fields: dict[str, Any], payload: bytes = b"") -> Any:
+        return _final(self._events("POST", "/resource", encode_request(fields, payload)))
+
+    def call(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Any:
+        """Run a call; print its output as it arrives; return its result (a list for generators)."""
+        return _final(self.call_events(key, method, args, kwargs, options))
+
+    def call_events(self, key: str, method: str, args: Any, kwargs: dict[str, Any],
+                    options: CallOptions) -> Iterator[Event]:
+        return self._events("POST", _call_path(key, method), encode_call(args, kwargs, options))
+
+    def stream(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Iterator[Any]:
+        """Run a generator call; yield its items as they arrive."""
+        for event in self.call_events(key, method, args, kwargs, options):
+            if event.kind == "stdout":
+                _echo(event.value)
+            elif event.kind == "item":
+                yield event.value
+
+    # -- async calls ------------------------------------------------------------------------------
+    async def _aevents(self, method: str, path: str, body: list[Any]) -> AsyncIterator[Event]:
+        async with self._async.open(method, path, body, FRAMES_HEADERS) as reply:
+            if reply.status >= 400:
+                raise_for_error_body(reply.status, await reply.read())
+            decoder = ReplyDecoder()
+            async for chunk in reply.chunks():
+                for event in decoder.feed(chunk):
+                    yield event
+            decoder.finish()
+
+    async def acall(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Any:
+        items: list[Any] = []
+        async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
+            done, value = _consume(event, items)
+            if done:
+                return value
+        return items
+
+    async def astream(self, key: str, method: str, args: Any, kwargs: dict[str, Any],
+                      options: CallOptions) -> AsyncIterator[Any]:
+        async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
+            if event.kind == "stdout":
+                _echo(event.value)
+            elif event.kind == "item":
+                yield event.value
+
+    def close(self) -> None:
+        self._sync.close()
+
+
+def _consume(event: Event, items: list[Any]) -> tuple[bool, Any]:
+    if event.kind == "stdout":
+        _echo(event.value)
+    elif event.kind == "item":
+        items.append(event.value)
+    elif event.kind == "success":
+        return True, items
+    else:
+        return True, event.value
+    return False, None
+
+
+def _final(events: Iterator[Event]) -> Any:
+    items: list[Any] = []
+    for event in events:
+        done, value = _consume(event, items)
+        if done:
+            for _ in events:  # read to the end so the connection can be reused
+                pass
+            return value
+    return items

@@ -1,0 +1,132 @@
+"""The daemon-worker channel: framed messages over a local stream socket.
+
+Each message is a small header (a pickled tuple, written and read only by our own processes)
+and an optional body (user payload bytes, passed through untouched)::
+
+    u32 header length | u64 body length | header (pickle protocol 5) | body
+
+:class:`Channel` is an :class:`asyncio.BufferedProtocol`: small messages are parsed straight out
+of one reusable receive buffer, and a large body is received directly into a buffer of its own
+size, so a 100 MB array crosses the socket without intermediate copies.
+
+The socket is one end of a ``socketpair`` the daemon made when it spawned the worker, so nothing
+else on the machine can connect to it; that is why the header may be a pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from collections.abc import Callable
+from typing import Any
+
+_PREFIX = struct.Struct(">IQ")
+_SCRATCH = 256 * 1024
+
+Body = bytes | bytearray | memoryview | None
+OnMessage = Callable[[Any, Body], None]
+OnClose = Callable[[Exception | None], None]
+
+
+class Channel(asyncio.BufferedProtocol):
+    """One end of a daemon-worker connection. ``on_message(header, body)`` gets each message."""
+
+    def __init__(self, on_message: OnMessage, on_close: OnClose) -> None:
+        self._on_message = on_message
+        self._on_close = on_close
+        self._transport: asyncio.Transport | None = None
+        self._scratch = bytearray(_SCRATCH)
+        self._start = 0
+        self._end = 0
+        self._body: bytearray | None = None
+        self._body_have = 0
+        self._body_header: Any = None
+        self.closed = False
+
+    # -- sending ------------------------------------------------------------------------
+    def send(self, header: Any, body: Body = None) -> None:
+        if self._transport is None or self.closed:
+            raise ConnectionResetError("channel is closed")
+        head = pickle.dumps(header, protocol=5)
+        size = len(body) if body is not None else 0
+        prefix = _PREFIX.pack(len(head), size) + head
+        if size:
+            self._transport.writelines([prefix, body])  # type: ignore[list-item]
+        else:
+            self._transport.write(prefix)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- asyncio protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._on_close(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._body is not None:
+            return memoryview(self._body)[self._body_have :]
+        if self._end == len(self._scratch):
+            pending = self._end - self._start
+            if self._start:
+                self._scratch[:pending] = self._scratch[self._start : self._end]
+                self._start, self._end = 0, pending
+            if self._end == len(self._scratch):  # one header larger than the buffer
+                self._scratch.extend(bytes(len(self._scratch)))
+        return memoryview(self._scratch)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._body is not None:
+            self._body_have += nbytes
+            if self._body_have == len(self._body):
+                header, body = self._body_header, self._body
+                self._body, self._body_header, self._body_have = None, None, 0
+                self._on_message(header, body)
+            return
+        self._end += nbytes
+        self._parse()
+
+    def _parse(self) -> None:
+        view = memoryview(self._scratch)
+        try:
+            self._parse_view(view)
+        finally:
+            view.release()
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def _parse_view(self, view: memoryview) -> None:
+        scratch = self._scratch
+        while True:
+            avail = self._end - self._start
+            if avail < _PREFIX.size:
+                break
+            hlen, blen = _PREFIX.unpack_from(scratch, self._start)
+            hstart = self._start + _PREFIX.size
+            if avail < _PREFIX.size + hlen:
+                break
+            header = pickle.loads(view[hstart : hstart + hlen])
+            bstart = hstart + hlen
+            inbuf = min(blen, self._end - bstart)
+            if inbuf == blen:
+                body = bytes(view[bstart : bstart + blen]) if blen else None
+                self._start = bstart + blen
+                self._on_message(header, body)
+                continue
+            big = bytearray(blen)
+            big[:inbuf] = view[bstart : bstart + inbuf]
+            self._body, self._body_have, self._body_header = big, inbuf, header
+            self._start = self._end = 0
+            break
+
+
+async def open_channel(sock: Any, on_message: OnMessage, on_close: OnClose) -> Channel:
+    """Wrap a connected stream socket (e.g. one end of ``socket.socketpair``) in a Channel."""
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.connect_accepted_socket(lambda: Channel(on_message, on_close), sock)
+    return protocol

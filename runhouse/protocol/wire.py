@@ -1,0 +1,194 @@
+"""HTTP formats between clients and the daemon.
+
+Two request bodies are accepted on ``POST /{key}/{method}``:
+
+1. **JSON envelope** (``Content-Type: application/json``), compatible with the original system::
+
+       {"data": <args>, "serialization": "json" | "pickle" | "none",
+        "run_name": "optional", "stream_logs": false, "remote": false}
+
+   ``data`` is ``{"args": [...], "kwargs": {...}}``: as a JSON object or JSON text for ``json``
+   and ``none``, as base64 of a pickle for ``pickle``. The reply is one envelope
+   ``{"data", "output_type", "serialization"}``, or with ``serialization: none`` the bare JSON
+   result. With ``stream_logs: true`` and output, the reply is NDJSON: one envelope per line,
+   ``output_type: "stdout"`` lines first, the result last.
+
+2. **Frames** (``Content-Type: application/vnd.rh.frames``), what our client sends. A frame is::
+
+       u32 big-endian header length | header (JSON object) | payload (header["size"] bytes)
+
+   A request is one frame whose header carries the call options and whose payload is the
+   serialized ``{"args", "kwargs"}``. The reply is a sequence of frames, each with an
+   ``output_type``: ``stdout`` (text printed by the call), ``result_stream`` (one generator item),
+   then exactly one of ``result_serialized`` / ``exception`` / ``success``. Binary payloads travel
+   without base64, so large arrays move at memory speed.
+
+Output types are the values of :class:`OutputType`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from runhouse.protocol.errors import WireError
+
+PROTOCOL_VERSION = 1
+FRAMES_CONTENT_TYPE = "application/vnd.rh.frames"
+NDJSON_CONTENT_TYPE = "application/x-ndjson"
+_U32 = struct.Struct(">I")
+MAX_HEADER = 1 << 20
+
+
+class OutputType:
+    RESULT = "result_serialized"
+    STREAM_ITEM = "result_stream"
+    EXCEPTION = "exception"
+    SUCCESS = "success"
+    STDOUT = "stdout"
+    CONFIG = "config"
+
+    FINAL = frozenset({RESULT, EXCEPTION, SUCCESS, CONFIG})
+
+
+CALL_OPTIONS = ("serialization", "run_name", "stream_logs", "remote")
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Per-call options that travel in a request header, never mixed into user kwargs."""
+
+    serialization: str = "pickle"
+    run_name: str | None = None
+    stream_logs: bool = True
+    remote: bool = False  # keep the result on the cluster and return a reference
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "serialization": self.serialization,
+            "run_name": self.run_name,
+            "stream_logs": self.stream_logs,
+            "remote": self.remote,
+        }
+
+
+def encode_frame(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> list[Any]:
+    """A frame as a list of buffers (header prefix, payload), ready for ``writelines``."""
+    header = dict(header, size=len(payload))
+    head = json.dumps(header, separators=(",", ":")).encode()
+    if payload:
+        return [_U32.pack(len(head)) + head, payload]
+    return [_U32.pack(len(head)) + head]
+
+
+def frame_bytes(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> bytes:
+    return b"".join(encode_frame(header, payload))
+
+
+def decode_single_frame(body: bytes | bytearray | memoryview) -> tuple[dict[str, Any], memoryview]:
+    """Split a request body holding exactly one frame into header and payload."""
+    view = memoryview(body)
+    frames = list(_iter_frames(view, strict=True))
+    if len(frames) != 1:
+        raise WireError(f"request body must hold one frame, found {len(frames)}")
+    return frames[0]
+
+
+def _parse_header(raw: bytes | memoryview) -> dict[str, Any]:
+    try:
+        header = json.loads(bytes(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireError(f"frame header is not valid JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise WireError("frame header must be a JSON object")
+    size = header.get("size", 0)
+    if not isinstance(size, int) or size < 0:
+        raise WireError("frame header 'size' must be a non-negative integer")
+    return header
+
+
+def _iter_frames(view: memoryview, strict: bool) -> Iterator[tuple[dict[str, Any], memoryview]]:
+    pos = 0
+    while pos < len(view):
+        if len(view) - pos < 4:
+            raise WireError("truncated frame: missing header length")
+        (hlen,) = _U32.unpack_from(view, pos)
+        if hlen > MAX_HEADER:
+            raise WireError(f"frame header of {hlen} bytes is larger than {MAX_HEADER}")
+        if pos + 4 + hlen > len(view):
+            raise WireError("truncated frame header")
+        header = _parse_header(view[pos + 4 : pos + 4 + hlen])
+        start = pos + 4 + hlen
+        end = start + header["size"]
+        if end > len(view):
+            raise WireError("truncated frame payload")
+        yield header, view[start:end]
+        pos = end
+
+
+class FrameDecoder:
+    """Incremental decoder for a stream of frames: ``feed`` bytes, get back whole frames.
+
+    Payload bytes are collected as the chunks they arrive in and joined once per frame.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()  # bytes of a header not yet complete
+        self._header: dict[str, Any] | None = None
+        self._chunks: list[bytes] = []
+        self._have = 0
+
+    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
+        out: list[tuple[dict[str, Any], bytes]] = []
+        pos = 0
+        while pos < len(data):
+            if self._header is None:
+                self._buf += data[pos:] if pos else data
+                data, pos = b"", 0
+                if not self._start_frame(out):
+                    break
+                data = bytes(self._buf)
+                self._buf.clear()
+                continue
+            need = self._header["size"] - self._have
+            part = data[pos : pos + need] if (pos or need < len(data)) else data
+            pos += len(part)
+            self._chunks.append(part)
+            self._have += len(part)
+            if self._have == self._header["size"]:
+                self._emit(out)
+        return out
+
+    def _start_frame(self, out: list[tuple[dict[str, Any], bytes]]) -> bool:
+        """Parse a header from the buffer; leave the bytes after it in the buffer."""
+        if len(self._buf) < 4:
+            return False
+        (hlen,) = _U32.unpack_from(self._buf, 0)
+        if hlen > MAX_HEADER:
+            raise WireError(f"frame header of {hlen} bytes is larger than {MAX_HEADER}")
+        if len(self._buf) < 4 + hlen:
+            return False
+        self._header = _parse_header(memoryview(self._buf)[4 : 4 + hlen])
+        del self._buf[: 4 + hlen]
+        self._chunks, self._have = [], 0
+        if self._header["size"] == 0:
+            self._emit(out)
+        return True
+
+    def _emit(self, out: list[tuple[dict[str, Any], bytes]]) -> None:
+        assert self._header is not None
+        chunks = self._chunks
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        out.append((self._header, payload))
+        self._header, self._chunks, self._have = None, [], 0
+
+    def finish(self) -> None:
+        if self._header is not None or self._buf:
+            raise WireError("reply ended in the middle of a frame")
+
+
+def json_envelope(output_type: str, data: Any, serialization: str) -> bytes:
+    return json.dumps({"data": data, "output_type": output_type, "serialization": serialization}).encode()

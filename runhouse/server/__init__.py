@@ -1,0 +1,1 @@
+"""The daemon: an ASGI app that routes calls to worker processes holding named objects."""

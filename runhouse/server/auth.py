@@ -1,0 +1,81 @@
+"""Request guards in front of every route: bearer token, Host/Origin checks, body size.
+
+Only ``GET /check`` is open. Everything else needs ``Authorization: Bearer <cluster token>``;
+the token is compared in constant time. ``Host`` must name this daemon (a DNS-rebinding page in a
+browser sends its own host name), and a browser ``Origin`` must too.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/check"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _host_name(value: str) -> str:
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+async def _deny(send: Any, status: int, error: str, detail: str) -> None:
+    body = json.dumps({"error": error, "detail": detail, "status": status}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, token: str, allowed_hosts: set[str], max_body: int,
+                 token_hint: str) -> None:
+        self.app = app
+        self._token = f"Bearer {token}".encode()
+        self._allowed = {h.lower() for h in allowed_hosts} | LOOPBACK_NAMES
+        self._max_body = max_body
+        self._hint = token_hint
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        auth = host = origin = length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value
+            elif name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"content-length":
+                length = value
+        if host is not None and _host_name(host.decode("latin-1")) not in self._allowed:
+            await _deny(send, 421, "BadRequest", "Host header does not name this daemon")
+            return
+        if origin is not None:
+            origin_host = origin.decode("latin-1").split("://", 1)[-1]
+            if _host_name(origin_host) not in self._allowed:
+                await _deny(send, 403, "AuthError", "cross-origin requests are not accepted")
+                return
+        if scope["path"] not in OPEN_PATHS:
+            if auth is None:
+                await _deny(send, 401, "AuthError",
+                            f"missing token: send 'Authorization: Bearer <token>' ({self._hint})")
+                return
+            if not hmac.compare_digest(auth, self._token):
+                await _deny(send, 403, "AuthError", f"wrong token for this cluster ({self._hint})")
+                return
+        if length is not None and int(length) > self._max_body:
+            await _deny(send, 413, "BadRequest",
+                        f"body of {int(length)} bytes is over the daemon's limit of {self._max_body}; "
+                        "raise max_body_mb in the settings or send less")
+            return
+        await self.app(scope, receive, send)

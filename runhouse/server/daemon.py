@@ -1,0 +1,52 @@
+"""Running the daemon process: token and pid files, the HTTP server, clean shutdown.
+
+``python -m runhouse.server --port P`` runs it in the foreground; ``runhouse start`` (see
+:mod:`runhouse.compute.local`) runs that command detached and waits for ``/check``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import uvicorn
+
+from runhouse.server.app import create_app
+from runhouse.server.loop import has_uvloop
+from runhouse.settings import Settings
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only the owner can read (tokens, pid files)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def run_daemon(settings: Settings, host: str, port: int) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    folder = settings.daemon_dir(port)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token_file = folder / "token"
+    token = token_file.read_text().strip() if token_file.exists() else ""
+    if not token:
+        token = secrets.token_urlsafe(32)
+        write_private(token_file, token)
+    write_private(folder / "pid", str(os.getpid()))
+    settings = settings.with_(host=host, port=port)
+    app = create_app(settings, port, token)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False,
+        loop="uvloop" if has_uvloop() else "asyncio", http="httptools", lifespan="on",
+        timeout_graceful_shutdown=5, server_header=False, date_header=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        pid_file = folder / "pid"
+        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink()

@@ -1,0 +1,131 @@
+"""Daemon-level routes: ``/check``, ``/status``, envs (``/envs``, ``/create_env``, ``/kill_env``),
+``/logs`` and ``/run_bash``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import psutil
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from runhouse._version import __version__
+from runhouse.exceptions import BadRequest
+from runhouse.protocol.wire import PROTOCOL_VERSION
+from runhouse.server.routes._body import json_body
+from runhouse.server.state import DaemonState, check_env_name
+
+RUN_BASH_TIMEOUT_S = 3600
+
+
+def _state(request: Request) -> DaemonState:
+    return request.app.state.rh  # type: ignore[no-any-return]
+
+
+async def check(request: Request) -> Response:
+    return JSONResponse({"rh_version": __version__, "protocol": PROTOCOL_VERSION})
+
+
+async def status(request: Request) -> Response:
+    state = _state(request)
+    workers = []
+    for name, handle in sorted(state.workers.items()):
+        info = handle.stats()
+        info["objects"] = state.registry.keys(name)
+        if handle.alive:
+            header, _ = await handle.request("status")
+            if header[0] == "ok":
+                info["running"] = header[2]["running"]
+        workers.append(info)
+    me = psutil.Process()
+    return JSONResponse({
+        "rh_version": __version__,
+        "pid": os.getpid(),
+        "port": state.port,
+        "uptime_s": round(time.time() - state.started, 1),
+        "daemon_rss_mb": round(me.memory_info().rss / 2**20, 1),
+        "calls_served": state.calls_served,
+        "idle_s": round(time.time() - state.last_activity, 1),
+        "workers": workers,
+    })
+
+
+async def envs(request: Request) -> Response:
+    state = _state(request)
+    out = []
+    for name, config in state.env_configs.items():
+        handle = state.workers.get(name)
+        out.append({"name": name, "pid": handle.pid if handle else None,
+                    "running": bool(handle and handle.alive), "env_vars": sorted(config.get("env_vars") or {}),
+                    "objects": state.registry.keys(name)})
+    return JSONResponse({"envs": out})
+
+
+async def create_env(request: Request) -> Response:
+    state = _state(request)
+    body = await json_body(request, ("name",))
+    name = check_env_name(body["name"])
+    env_vars = body.get("env_vars") or {}
+    if not isinstance(env_vars, dict):
+        raise BadRequest("'env_vars' must be a mapping of names to values", 400)
+    handle = await state.worker(name, {"name": name, "env_vars": env_vars})
+    return JSONResponse({"name": name, "pid": handle.pid})
+
+
+async def kill_env(request: Request) -> Response:
+    state = _state(request)
+    body = await json_body(request, ("name",))
+    name = check_env_name(body["name"])
+    stopped = await state.kill_env(name)
+    if not stopped:
+        raise BadRequest(f"no env named {name!r} is running", 404)
+    return JSONResponse({"name": name, "stopped": True})
+
+
+async def logs(request: Request) -> Response:
+    state = _state(request)
+    body = await json_body(request, ("run_name",))
+    run_name = body["run_name"]
+    if run_name not in state.run_logs and run_name not in state.running_runs:
+        raise BadRequest(f"no output recorded for run {run_name!r} (only named runs that print are kept)", 404)
+    return JSONResponse({"run_name": run_name, "running": run_name in state.running_runs,
+                         "output": "".join(state.run_logs.get(run_name, []))})
+
+
+async def _run_one(command: str, cwd: str | None, env: dict[str, str]) -> list[Any]:
+    proc = await asyncio.create_subprocess_shell(
+        command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd,
+        env={**os.environ, **env}, start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), RUN_BASH_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+    return [proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")]
+
+
+async def run_bash(request: Request) -> Response:
+    """Run shell commands on the cluster, one after another: ``[[rc, stdout, stderr], ...]``."""
+    state = _state(request)
+    body = await json_body(request, ("commands",))
+    commands = body["commands"]
+    if isinstance(commands, str):
+        commands = [commands]
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise BadRequest("'commands' must be a list of shell command strings", 400)
+    cwd = body.get("cwd")
+    if cwd is not None and not os.path.isdir(str(cwd)):
+        raise BadRequest(f"cwd {cwd!r} is not a directory on the cluster", 400)
+    env = {str(k): str(v) for k, v in (body.get("env_vars") or {}).items()}
+    state.touch()
+    results = []
+    for command in commands:
+        result = await _run_one(command, cwd, env)
+        results.append(result)
+        if body.get("stop_on_error") and result[0] != 0:
+            break
+    return JSONResponse({"results": results})

@@ -1,0 +1,86 @@
+"""``GET|POST /{key}/{method}``: call a method (or the function) held under ``key``.
+
+The request is parsed here (frames, JSON envelope or query string), handed to the worker that
+holds the key, and the worker's replies are relayed back by :mod:`relay`. The daemon never
+deserializes the call's arguments: they travel to the worker as the bytes the client sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from runhouse.exceptions import BadRequest, WorkerDied
+from runhouse.protocol.serialization import check_serialization
+from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, decode_single_frame
+from runhouse.server.registry import Entry
+from runhouse.server.routes.relay import relay
+from runhouse.server.state import DaemonState
+
+
+def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
+    """Parse the JSON envelope; return (serialization, options, payload bytes for the worker)."""
+    try:
+        envelope = json.loads(raw) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"body is not valid JSON ({e}); send {{\"data\": {{\"args\": [], \"kwargs\": {{}}}}}}", 400) from e
+    if not isinstance(envelope, dict):
+        raise BadRequest('body must be a JSON object like {"data": {"args": [], "kwargs": {}}}', 400)
+    ser = check_serialization(envelope.get("serialization", "none"))
+    data = envelope.get("data")
+    if ser == "pickle":
+        if not isinstance(data, str):
+            raise BadRequest("with serialization 'pickle', data must be a base64 string of the pickle", 400)
+        try:
+            payload = base64.b64decode(data, validate=True)
+        except binascii.Error as e:
+            raise BadRequest(f"data is not valid base64: {e}", 400) from e
+    elif isinstance(data, str):
+        payload = data.encode()  # JSON text, as the original client sends it
+    else:
+        payload = json.dumps(data if data is not None else {}).encode()
+    options = {k: envelope.get(k) for k in ("run_name", "stream_logs", "remote")}
+    options["stream_logs"] = bool(options.get("stream_logs"))
+    return ser, options, payload
+
+
+async def call_route(request: Request) -> Response:
+    state: DaemonState = request.app.state.rh
+    key = request.path_params["key"]
+    method = request.path_params["method"]
+    entry = state.registry.get(key)
+    fmt: str
+    if request.method == "GET":
+        params = dict(request.query_params)
+        ser = "none"
+        options: dict[str, Any] = {"stream_logs": False, "run_name": params.pop("run_name", None), "remote": False}
+        payload = json.dumps({"args": [], "kwargs": params}).encode()
+        fmt = "none"
+    else:
+        raw = await request.body()
+        if request.headers.get("content-type", "").startswith(FRAMES_CONTENT_TYPE):
+            header, view = decode_single_frame(raw)
+            ser = check_serialization(header.get("serialization", "pickle"))
+            options = {"stream_logs": bool(header.get("stream_logs", True)),
+                       "run_name": header.get("run_name"), "remote": bool(header.get("remote"))}
+            payload = view  # type: ignore[assignment]
+            fmt = "frames"
+        else:
+            ser, options, payload = _json_call_body(raw)
+            fmt = "none" if ser == "none" else "json"
+    if options["remote"] and not options.get("run_name"):
+        raise BadRequest("remote=True needs a run_name to store the result under", 400)
+    worker = state.workers.get(entry.env)
+    if worker is None or not worker.alive:
+        raise WorkerDied(f"worker {entry.env!r} holding {key!r} is not running; deploy the object again")
+    state.calls_served += 1
+    state.touch()
+    cid, pending = worker.submit("call", key, method, ser, options, body=payload)
+    if options["remote"]:
+        state.registry.add(options["run_name"], Entry(env=entry.env, kind="result"))
+    return await relay(state, worker, cid, pending, fmt, options.get("run_name"))

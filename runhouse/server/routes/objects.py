@@ -1,0 +1,147 @@
+"""Object routes: put/get (``/object``), ``/keys``, ``/rename``, ``/delete_object`` and deploy
+(``/resource``). Each forwards to the worker that holds (or will hold) the key."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from runhouse.exceptions import BadRequest
+from runhouse.protocol.serialization import check_serialization
+from runhouse.server.registry import Entry
+from runhouse.server.routes._body import frame_or_json, json_body, key_field
+from runhouse.server.routes.relay import relay
+from runhouse.server.state import DaemonState, check_env_name
+from runhouse.server.workers import DEFAULT_ENV
+
+
+def _state(request: Request) -> DaemonState:
+    return request.app.state.rh  # type: ignore[no-any-return]
+
+
+async def _replace_elsewhere(state: DaemonState, key: str, env: str) -> None:
+    """A key lives in one worker: drop an older copy held by a different env."""
+    old = state.registry.find(key)
+    if old is not None and old.env != env and old.env in state.workers:
+        await state.workers[old.env].request("delete", [key])
+
+
+async def put_object(request: Request) -> Response:
+    state = _state(request)
+    fields, payload, frames = await frame_or_json(request, ("key",))
+    key = key_field(fields)
+    env = check_env_name(fields.get("env") or DEFAULT_ENV)
+    ser = check_serialization(fields.get("serialization", "pickle" if frames else "json"))
+    if not frames:
+        data = fields.get("data")
+        payload = base64.b64decode(data) if ser == "pickle" else json.dumps(data).encode()
+    worker = await state.worker(env)
+    await _replace_elsewhere(state, key, env)
+    header, _ = await worker.request("put", key, ser, body=payload)
+    if header[0] == "error":
+        raise BadRequest(f"could not store {key!r}: {header[2]['message']}", 400)
+    state.registry.add(key, Entry(env=env, kind="object"))
+    return JSONResponse({"key": key, "env": env})
+
+
+async def get_object(request: Request) -> Response:
+    state = _state(request)
+    key = key_field(dict(request.query_params))
+    ser = check_serialization(request.query_params.get("serialization", "json"))
+    entry = state.registry.get(key)
+    worker = await state.worker(entry.env)
+    cid, pending = worker.submit("get", key, ser)
+    fmt = "frames" if ser == "pickle" else "json"
+    return await relay(state, worker, cid, pending, fmt, None)
+
+
+async def keys(request: Request) -> Response:
+    env = request.query_params.get("env")
+    return JSONResponse({"keys": _state(request).registry.keys(env)})
+
+
+async def rename(request: Request) -> Response:
+    state = _state(request)
+    body = await json_body(request, ("key", "new_key"))
+    old, new = key_field(body), key_field(body, "new_key")
+    entry = state.registry.get(old)
+    if state.registry.find(new) is not None:
+        raise BadRequest(f"{new!r} already exists; delete it first or pick another name", 409)
+    header, _ = await state.workers[entry.env].request("rename", old, new)
+    if header[0] == "error":
+        raise BadRequest(header[2]["message"], 400)
+    state.registry.rename(old, new)
+    return JSONResponse({"key": new})
+
+
+async def delete_object(request: Request) -> Response:
+    """Delete keys; a name that is an env stops that env's worker (freeing its memory)."""
+    state = _state(request)
+    body = await json_body(request, ("keys",))
+    names = body["keys"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRequest("'keys' must be a list of names", 400)
+    deleted, envs_killed, missing = [], [], []
+    by_env: dict[str, list[str]] = {}
+    for name in names:
+        entry = state.registry.find(name)
+        if entry is not None:
+            by_env.setdefault(entry.env, []).append(name)
+        elif name in state.workers or name in state.env_configs and name != DEFAULT_ENV:
+            envs_killed.append(name)
+        else:
+            missing.append(name)
+    for env, env_keys in by_env.items():
+        worker = state.workers.get(env)
+        if worker is not None and worker.alive:
+            await worker.request("delete", env_keys)
+        for key in env_keys:
+            state.registry.remove(key)
+        deleted += env_keys
+    for env in envs_killed:
+        await state.kill_env(env)
+    if missing and not deleted and not envs_killed:
+        raise BadRequest(f"nothing named {', '.join(map(repr, missing))} on this cluster", 404)
+    return JSONResponse({"deleted": deleted, "envs_stopped": envs_killed, "missing": missing})
+
+
+async def deploy(request: Request) -> Response:
+    """Place a function, class or new instance in an env's worker under ``key``."""
+    state = _state(request)
+    fields, payload, frames = await frame_or_json(request, ("key", "spec"))
+    key = key_field(fields)
+    env_config: dict[str, Any] | None = fields.get("env_config")
+    env = check_env_name(fields.get("env") or (env_config or {}).get("name") or DEFAULT_ENV)
+    spec = fields["spec"]
+    if not isinstance(spec, dict) or not (spec.get("by_value") or spec.get("module") or spec.get("kind") == "instance"):
+        raise BadRequest("'spec' must name a module and qualname, be by_value, or be an instance spec", 400)
+    if spec.get("by_value") and not frames:
+        raise BadRequest("deploying by value needs a frames body holding the pickle", 400)
+    ser = check_serialization(fields.get("serialization", "pickle"))
+    if spec.get("kind") == "instance":
+        class_entry = state.registry.find(spec.get("class_key", ""))
+        if class_entry is None or class_entry.env != env:
+            spec = dict(spec, class_key="")  # import the class in this env instead
+    worker = await state.worker(env, env_config)
+    await _replace_elsewhere(state, key, env)
+    state.touch()
+    entry = Entry(env=env, kind=str(fields.get("kind", "object")), config=fields.get("config") or {})
+
+    def register(header: Any) -> None:
+        if header[0] == "ok":
+            state.registry.add(key, entry)
+
+    cid, pending = worker.submit("deploy", key, spec, ser, body=payload)
+    return await relay(state, worker, cid, pending, "frames" if frames else "json", None, register)
+
+
+async def get_resource(request: Request) -> Response:
+    """The config a client sent when it deployed ``key`` (to build a stub for it by name)."""
+    state = _state(request)
+    key = key_field(dict(request.query_params))
+    entry = state.registry.get(key)
+    return JSONResponse({"key": key, "env": entry.env, "kind": entry.kind, "config": entry.config})

@@ -1,0 +1,168 @@
+"""Turning a worker's replies into an HTTP response, in our frame format or as JSON envelopes.
+
+The first reply decides the shape: a final reply (result, error, ok) becomes one plain response
+with a Content-Length; anything else (printed output, a generator item) starts a streamed
+response that relays replies as they come. A call that prints nothing therefore pays nothing for
+output streaming.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from runhouse.protocol.wire import (
+    FRAMES_CONTENT_TYPE,
+    NDJSON_CONTENT_TYPE,
+    OutputType,
+    encode_frame,
+    json_envelope,
+)
+from runhouse.server.state import DaemonState
+from runhouse.server.workers import PendingCall, WorkerHandle
+
+FINAL_KINDS = frozenset({"result", "error", "end", "ok"})
+
+
+def error_response(status: int, error: str, detail: str) -> Response:
+    body = json.dumps({"error": error, "detail": detail, "status": status}).encode()
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _frame(header: Any, body: Any) -> list[Any]:
+    kind = header[0]
+    if kind == "out":
+        return encode_frame({"output_type": OutputType.STDOUT}, header[2].encode())
+    if kind == "item":
+        return encode_frame({"output_type": OutputType.STREAM_ITEM, "serialization": header[2]}, body or b"")
+    if kind == "result":
+        meta = {"output_type": OutputType.RESULT, "serialization": header[2]}
+        if header[3]:
+            meta.update(header[3])
+        return encode_frame(meta, body or b"")
+    if kind == "error":
+        info = header[2]
+        meta = {"output_type": OutputType.EXCEPTION, "error": {k: info[k] for k in ("type", "message", "traceback")},
+                "serialization": "pickle" if info.get("pickled") else None}
+        return encode_frame(meta, info.get("pickled") or b"")
+    if kind == "end":
+        return encode_frame({"output_type": OutputType.SUCCESS})
+    return encode_frame({"output_type": OutputType.CONFIG, "serialization": "json"}, json.dumps(header[2]).encode())
+
+
+def _envelope(header: Any, body: Any) -> bytes:
+    kind = header[0]
+    if kind == "out":
+        return json_envelope(OutputType.STDOUT, header[2], "none")
+    if kind in ("item", "result"):
+        ser = header[2]
+        data = base64.b64encode(body or b"").decode() if ser == "pickle" else (bytes(body or b"").decode() or "null")
+        out_type = OutputType.STREAM_ITEM if kind == "item" else OutputType.RESULT
+        return json_envelope(out_type, data, ser)
+    if kind == "error":
+        info = header[2]
+        data = {k: info[k] for k in ("type", "message", "traceback")}
+        if info.get("pickled"):
+            data["pickled"] = base64.b64encode(info["pickled"]).decode()
+        return json_envelope(OutputType.EXCEPTION, data, "pickle" if info.get("pickled") else "json")
+    if kind == "end":
+        return json_envelope(OutputType.SUCCESS, None, "none")
+    return json_envelope(OutputType.CONFIG, header[2], "none")
+
+
+def _status_of(header: Any) -> int | None:
+    """HTTP status for an error reply about the request itself (not a user exception)."""
+    if header[0] == "error":
+        return header[2].get("status")  # type: ignore[no-any-return]
+    return None
+
+
+def _simple_json(header: Any, body: Any) -> Response:
+    """Reply for ``serialization: none``: the bare JSON result."""
+    kind = header[0]
+    if kind == "result":
+        return Response(bytes(body or b"null"), media_type="application/json")
+    if kind == "error":
+        info = header[2]
+        return error_response(500, info["type"], info["message"] + ("\n" + info["traceback"] if info["traceback"] else ""))
+    if kind == "ok":
+        return Response(json.dumps(header[2]).encode(), media_type="application/json")
+    return Response(b"null", media_type="application/json")
+
+
+OnFinal = Callable[[Any], None] | None
+
+
+async def relay(state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall,
+                fmt: str, run_name: str | None, on_final: OnFinal = None) -> Response:
+    """Build the response for a submitted request; ``fmt`` is ``frames``, ``json`` or ``none``.
+
+    ``on_final(header)`` sees the final reply before it is sent (deploy uses it to register keys).
+    """
+    if on_final is not None:
+        pending = _Watched(pending, on_final)
+    try:
+        header, body = await pending.next()
+    except BaseException:
+        worker.forget(cid)
+        raise
+    if header[0] in FINAL_KINDS:
+        worker.forget(cid)
+        status = _status_of(header)
+        if status is not None:
+            info = header[2]
+            return error_response(status, info["type"].rsplit(".", 1)[-1], info["message"])
+        if fmt == "frames":
+            return Response(b"".join(_frame(header, body)), media_type=FRAMES_CONTENT_TYPE)
+        if fmt == "none":
+            return _simple_json(header, body)
+        code = 500 if header[0] == "error" else 200
+        return Response(_envelope(header, body), status_code=code, media_type="application/json")
+    if fmt == "none":  # a bare-JSON caller gets only the final value; output is kept for /logs
+        while header[0] not in FINAL_KINDS:
+            if header[0] == "out" and run_name:
+                state.record_output(run_name, header[2])
+            header, body = await pending.next()
+        worker.forget(cid)
+        return _simple_json(header, body)
+    return StreamingResponse(
+        _stream(state, worker, cid, pending, fmt, run_name, header, body),
+        media_type=FRAMES_CONTENT_TYPE if fmt == "frames" else NDJSON_CONTENT_TYPE,
+    )
+
+
+class _Watched(PendingCall):
+    def __init__(self, inner: PendingCall, on_final: Callable[[Any], None]) -> None:
+        self._inner = inner
+        self._on_final = on_final
+
+    async def next(self) -> tuple[Any, Any]:
+        header, body = await self._inner.next()
+        if header[0] in FINAL_KINDS:
+            self._on_final(header)
+        return header, body
+
+
+async def _stream(state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str,
+                  run_name: str | None, header: Any, body: Any) -> AsyncIterator[bytes]:
+    try:
+        if run_name:
+            state.running_runs.add(run_name)
+        while True:
+            if header[0] == "out" and run_name:
+                state.record_output(run_name, header[2])
+            if fmt == "frames":
+                yield b"".join(_frame(header, body))
+            else:
+                yield _envelope(header, body) + b"\n"
+            if header[0] in FINAL_KINDS:
+                return
+            header, body = await pending.next()
+    finally:
+        worker.forget(cid)
+        if run_name:
+            state.running_runs.discard(run_name)

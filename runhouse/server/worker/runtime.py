@@ -1,0 +1,254 @@
+"""The worker core: a dict of named objects and the calls running on them.
+
+It is transport-agnostic: messages come in through :meth:`WorkerRuntime.on_message` and replies go
+out through the ``send(header, body)`` callable it was given (an IPC channel to the daemon today,
+a Ray actor's queue for multi-node later). Sync user code runs in a thread pool; coroutines and
+async generators run on the event loop. Each call's prints and logs are captured separately (see
+:mod:`capture`) and sent back as ``("out", cid, text)`` messages before its result.
+
+Messages in (header tuples; ``body`` carries serialized user data):
+
+* ``("call", cid, key, method, serialization, opts)`` + args payload
+* ``("deploy", cid, key, spec, serialization)`` + pickled object or init args
+* ``("put", cid, key, serialization)`` + payload, ``("get", cid, key, serialization)``
+* ``("keys", cid)``, ``("delete", cid, [keys])``, ``("rename", cid, old, new)``, ``("status", cid)``
+
+Messages out: ``("out", cid, text)``, ``("item", cid, serialization)`` + payload,
+``("result", cid, serialization, extra)`` + payload, ``("error", cid, info)``, ``("end", cid)``,
+``("ok", cid, value)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from runhouse.protocol.serialization import deserialize, serialize
+from runhouse.server.worker.capture import OutputSink, current_sink
+from runhouse.server.worker.errors import CallError, error_info
+from runhouse.server.worker.imports import resolve
+
+Send = Callable[[Any, Any], None]
+GETATTR = "__rh_getattr__"
+SETATTR = "__rh_setattr__"
+
+
+class WorkerRuntime:
+    def __init__(self, name: str, send: Send, loop: asyncio.AbstractEventLoop, threads: int = 64) -> None:
+        self.name = name
+        self.objects: dict[str, Any] = {}
+        self.running: dict[int, tuple[str, str, float]] = {}
+        self._send = send
+        self._loop = loop
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"rh-{name}")
+
+    # -- dispatch -----------------------------------------------------------------------
+    def on_message(self, header: tuple[Any, ...], body: Any) -> None:
+        kind = header[0]
+        if kind == "call":
+            self._start_call(header, body)
+            return
+        handler = getattr(self, f"_op_{kind}", None)
+        cid = header[1]
+        if handler is None:
+            self._send(("error", cid, error_info(CallError(f"unknown worker op {kind!r}", 400), False)), None)
+            return
+        self._loop.create_task(self._run_op(handler, header, body))
+
+    async def _run_op(self, handler: Any, header: tuple[Any, ...], body: Any) -> None:
+        cid = header[1]
+        try:
+            reply = await handler(*header[2:], body=body, cid=cid)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes an error reply
+            self._send(("error", cid, error_info(e, with_pickle=True)), None)
+            return
+        if isinstance(reply, tuple):  # (header, body) already built
+            self._send(*reply)
+        else:
+            self._send(("ok", cid, reply), None)
+
+    # -- calls --------------------------------------------------------------------------
+    def _start_call(self, header: tuple[Any, ...], body: Any) -> None:
+        _, cid, key, method, ser, opts = header
+        try:
+            fn = self._resolve(key, method)
+            payload = deserialize(body, ser) if body else {}
+            args, kwargs = _split_args(payload)
+        except BaseException as e:  # noqa: BLE001
+            self._send(("error", cid, error_info(e, ser == "pickle")), None)
+            return
+        sink = None
+        if opts.get("stream_logs"):
+            sink = OutputSink(self._loop, lambda text, cid=cid: self._send(("out", cid, text), None))
+        ctx = contextvars.copy_context()
+        if sink is not None:
+            ctx.run(current_sink.set, sink)
+        self.running[cid] = (key, method, time.time())
+        store_as = opts.get("run_name") if opts.get("remote") else None
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            self._loop.create_task(self._run_async(cid, fn, args, kwargs, ser, sink, store_as), context=ctx)
+        else:
+            self._pool.submit(ctx.run, self._run_sync, cid, fn, args, kwargs, ser, sink, store_as)
+
+    def _resolve(self, key: str, method: str) -> Callable[..., Any]:
+        try:
+            obj = self.objects[key]
+        except KeyError:
+            raise CallError(f"no object named {key!r} in worker {self.name!r}", 404) from None
+        if method == GETATTR:
+            return lambda name: getattr(obj, name)
+        if method == SETATTR:
+            return lambda name, value: setattr(obj, name, value)
+        if method == "call" and not hasattr(obj, "call"):
+            if not callable(obj):
+                raise CallError(f"object {key!r} ({type(obj).__name__}) is not callable", 400)
+            return obj  # type: ignore[no-any-return]
+        if method.startswith("_"):
+            raise CallError(f"method {method!r} of {key!r} is private; only public names can be called", 403)
+        try:
+            attr = getattr(obj, method)
+        except AttributeError:
+            raise CallError(
+                f"object {key!r} ({type(obj).__name__}) has no method or attribute {method!r}", 404
+            ) from None
+        if callable(attr):
+            return attr  # type: ignore[no-any-return]
+
+        def read_attribute() -> Any:
+            return attr
+
+        return read_attribute
+
+    def _run_sync(self, cid: int, fn: Any, args: list[Any], kwargs: dict[str, Any],
+                  ser: str, sink: OutputSink | None, store_as: str | None) -> None:
+        """Runs in a pool thread; hands the reply to the loop."""
+        post = self._loop.call_soon_threadsafe
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
+            if inspect.isgenerator(result) and store_as is None:
+                for item in result:
+                    post(self._reply, cid, sink, ("item", cid, ser), serialize(item, ser))
+                post(self._reply, cid, sink, ("end", cid), None, True)
+                return
+            reply = self._result_reply(cid, result, ser, store_as)
+        except BaseException as e:  # noqa: BLE001
+            reply = (("error", cid, error_info(e, ser == "pickle")), None)
+        post(self._reply, cid, sink, reply[0], reply[1], True)
+
+    async def _run_async(self, cid: int, fn: Any, args: list[Any], kwargs: dict[str, Any],
+                         ser: str, sink: OutputSink | None, store_as: str | None) -> None:
+        try:
+            if inspect.isasyncgenfunction(fn) and store_as is None:
+                async for item in fn(*args, **kwargs):
+                    self._reply(cid, sink, ("item", cid, ser), serialize(item, ser))
+                self._reply(cid, sink, ("end", cid), None, True)
+                return
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            reply = self._result_reply(cid, result, ser, store_as)
+        except BaseException as e:  # noqa: BLE001
+            reply = (("error", cid, error_info(e, ser == "pickle")), None)
+        self._reply(cid, sink, reply[0], reply[1], True)
+
+    def _result_reply(self, cid: int, result: Any, ser: str, store_as: str | None) -> tuple[Any, Any]:
+        if store_as is not None:
+            self.objects[store_as] = result
+            ref = {"key": store_as, "type": type(result).__name__}
+            return ("result", cid, ser, {"stored_key": store_as}), serialize(ref, ser)
+        return ("result", cid, ser, None), serialize(result, ser)
+
+    def _reply(self, cid: int, sink: OutputSink | None, header: Any, body: Any, final: bool = False) -> None:
+        if sink is not None:
+            sink.flush()
+            if final:
+                sink.closed = True
+        if final:
+            self.running.pop(cid, None)
+        self._send(header, body)
+
+    # -- object operations --------------------------------------------------------------
+    async def _op_deploy(self, key: str, spec: dict[str, Any], ser: str, *, body: Any, cid: int) -> Any:
+        if spec.get("kind") == "instance":
+            cls = self.objects.get(spec["class_key"]) or resolve(spec["class"], None)
+            payload = deserialize(body, ser) if body else {}
+            args, kwargs = _split_args(payload)
+            sink = None
+            if spec.get("stream_logs", True):
+                sink = OutputSink(self._loop, lambda text: self._send(("out", cid, text), None))
+            ctx = contextvars.copy_context()
+            if sink is not None:
+                ctx.run(current_sink.set, sink)
+            obj = await self._loop.run_in_executor(self._pool, ctx.run, lambda: cls(*args, **kwargs))
+            if sink is not None:
+                sink.flush()
+                sink.closed = True
+        else:
+            obj = resolve(spec, body)
+        self.objects[key] = obj
+        return {"key": key, "type": type(obj).__name__, "pid": os.getpid()}
+
+    async def _op_put(self, key: str, ser: str, *, body: Any, cid: int) -> Any:
+        self.objects[key] = await self._in_thread(deserialize, body or b"", ser)
+        return key
+
+    async def _op_get(self, key: str, ser: str, *, body: Any, cid: int) -> Any:
+        if key not in self.objects:
+            raise CallError(f"no object named {key!r} in worker {self.name!r}", 404)
+        data = await self._in_thread(serialize, self.objects[key], ser)
+        return ("result", cid, ser, None), data
+
+    async def _op_keys(self, *, body: Any, cid: int) -> Any:
+        return list(self.objects)
+
+    async def _op_delete(self, keys: list[str], *, body: Any, cid: int) -> Any:
+        return [k for k in keys if self.objects.pop(k, _MISSING) is not _MISSING]
+
+    async def _op_rename(self, old: str, new: str, *, body: Any, cid: int) -> Any:
+        if old not in self.objects:
+            raise CallError(f"no object named {old!r} in worker {self.name!r}", 404)
+        self.objects[new] = self.objects.pop(old)
+        return new
+
+    async def _op_status(self, *, body: Any, cid: int) -> Any:
+        now = time.time()
+        return {
+            "pid": os.getpid(),
+            "objects": {k: type(v).__name__ for k, v in self.objects.items()},
+            "running": [
+                {"key": k, "method": m, "seconds": round(now - t, 3)} for k, m, t in self.running.values()
+            ],
+        }
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._loop.run_in_executor(self._pool, fn, *args)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_MISSING = object()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _split_args(payload: Any) -> tuple[list[Any], dict[str, Any]]:
+    if payload is None:
+        return [], {}
+    if not isinstance(payload, dict):
+        raise CallError('call data must be {"args": [...], "kwargs": {...}}', 400)
+    args = payload.get("args") or []
+    kwargs = payload.get("kwargs") or {}
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise CallError('call data must be {"args": [...], "kwargs": {...}}', 400)
+    return list(args), kwargs

@@ -1,0 +1,203 @@
+"""Worker processes as seen from the daemon: spawning, the IPC channel, and crash handling.
+
+A :class:`WorkerHandle` owns one worker process (one per env) and its channel. Requests carry a
+call id; replies are routed to the :class:`PendingCall` waiting for that id. When the channel
+closes unexpectedly (the user's code called ``os._exit``, segfaulted, or was OOM-killed) every
+in-flight call fails with :class:`~runhouse.exceptions.WorkerDied` naming the worker, its pid and
+how it ended; the daemon keeps serving the other workers, and the next deploy starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from runhouse.exceptions import WorkerDied
+from runhouse.protocol.ipc import Channel, open_channel
+
+log = logging.getLogger("runhouse.daemon")
+
+DEFAULT_ENV = "default_env"
+START_TIMEOUT_S = 60.0
+
+
+class PendingCall:
+    """Replies for one request, consumed in order by the route that sent it."""
+
+    __slots__ = ("_items", "_waiter", "started")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[Any, Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.started = time.time()
+
+    def push(self, header: Any, body: Any) -> None:
+        self._items.append((header, body))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> tuple[Any, Any]:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.popleft()
+
+
+class WorkerHandle:
+    """The daemon's side of one worker process."""
+
+    def __init__(self, name: str, env_vars: dict[str, str] | None, threads: int,
+                 on_exit: Callable[[WorkerHandle], None]) -> None:
+        self.name = name
+        self.env_vars = dict(env_vars or {})
+        self.threads = threads
+        self.pid: int | None = None
+        self.alive = False
+        self._on_exit = on_exit
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: Channel | None = None
+        self._pending: dict[int, PendingCall] = {}
+        self._ids = itertools.count(1)
+        self._hello: asyncio.Future[int] | None = None
+        self._stopping = False
+
+    async def start(self, log_path: str | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env.update(self.env_vars)
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "runhouse.server.worker", "--fd", str(theirs.fileno()),
+                 "--name", self.name, "--threads", str(self.threads)],
+                pass_fds=[theirs.fileno()], env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+            if log_path:
+                out.close()  # type: ignore[union-attr]
+        self.pid = self._proc.pid
+        self._hello = loop.create_future()
+        self._channel = await open_channel(ours, self._on_message, self._on_close)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise WorkerDied(f"worker {self.name!r} (pid {self.pid}) did not start in {START_TIMEOUT_S:.0f}s") from None
+        self.alive = True
+        log.info("worker %s started (pid %s)", self.name, self.pid)
+
+    # -- requests -----------------------------------------------------------------------
+    def submit(self, kind: str, *fields: Any, body: Any = None) -> tuple[int, PendingCall]:
+        """Send a request; its replies arrive on the returned PendingCall."""
+        if not self.alive or self._channel is None:
+            raise WorkerDied(f"worker {self.name!r} is not running")
+        cid = next(self._ids)
+        pending = PendingCall()
+        self._pending[cid] = pending
+        self._channel.send((kind, cid, *fields), body)
+        return cid, pending
+
+    def forget(self, cid: int) -> None:
+        self._pending.pop(cid, None)
+
+    async def request(self, kind: str, *fields: Any, body: Any = None) -> tuple[Any, Any]:
+        """A request with one reply: returns ``(header, body)``; error replies are returned too."""
+        cid, pending = self.submit(kind, *fields, body=body)
+        try:
+            return await pending.next()
+        finally:
+            self.forget(cid)
+
+    # -- channel callbacks --------------------------------------------------------------
+    def _on_message(self, header: Any, body: Any) -> None:
+        if header[0] == "hello":
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(header[2])
+            return
+        pending = self._pending.get(header[1])
+        if pending is not None:
+            pending.push(header, body)
+
+    def _on_close(self, exc: Exception | None) -> None:
+        self.alive = False
+        asyncio.get_running_loop().create_task(self._after_exit())
+
+    async def _after_exit(self) -> None:
+        code = await asyncio.get_running_loop().run_in_executor(None, self._wait_exit, 2.0)
+        how = _describe_exit(code)
+        if not self._stopping:
+            log.warning("worker %s (pid %s) %s", self.name, self.pid, how)
+        message = (f"worker {self.name!r} (pid {self.pid}) {how} while handling this call; "
+                   "its objects are gone, and the next deploy to this env starts a new worker")
+        info = {"type": "runhouse.exceptions.WorkerDied", "message": message, "traceback": "",
+                "pickled": None, "status": 503, "worker_died": True}
+        for cid, pending in list(self._pending.items()):
+            pending.push(("error", cid, info), None)
+        self._pending.clear()
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(WorkerDied(message))
+        self._on_exit(self)
+
+    def _wait_exit(self, timeout: float) -> int | None:
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    # -- lifecycle and stats ------------------------------------------------------------
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        self.alive = False
+        if self._channel is not None:
+            self._channel.close()
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        code = await loop.run_in_executor(None, self._wait_exit, timeout)
+        if code is None and self._proc.poll() is None:
+            self._proc.kill()
+            await loop.run_in_executor(None, self._wait_exit, timeout)
+
+    def stats(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.name, "pid": self.pid, "alive": self.alive,
+                                "in_flight": len(self._pending)}
+        if self.pid is None:
+            return info
+        try:
+            proc = psutil.Process(self.pid)
+            with proc.oneshot():
+                info["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
+                info["cpu_percent"] = proc.cpu_percent(interval=None)
+        except psutil.Error:
+            pass
+        return info
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "closed its connection"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
