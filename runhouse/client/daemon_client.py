@@ -143,11 +143,12 @@ class DaemonClient:
 
     async def acall(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Any:
         items: list[Any] = []
+        result: Any = items
         async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
             done, value = _consume(event, items)
             if done:
-                return value
-        return items
+                result = value  # the final frame is the last one; let the stream end cleanly
+        return result
 
     async def astream(self, key: str, method: str, args: Any, kwargs: dict[str, Any],
                       options: CallOptions) -> AsyncIterator[Any]:

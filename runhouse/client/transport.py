@@ -1,18 +1,18 @@
 """Moving bytes to and from a daemon: a sync transport and an async one, nothing else.
 
-The sync transport uses the standard library's ``http.client`` with one keep-alive connection per
-thread: it adds about a tenth of a millisecond to a call, where general-purpose clients add
-several times that. The async transport uses ``httpx.AsyncClient``. Both expose the same small
+The sync transport keeps one keep-alive connection per thread (:mod:`runhouse.client.http11`):
+it adds a few tens of microseconds to a call, where general-purpose clients add several times
+that. The async transport uses ``httpx.AsyncClient``. Both expose the same small
 surface (open a request, iterate reply chunks), and the call logic on top lives in
 :mod:`runhouse.client.codec`.
 """
 
 from __future__ import annotations
 
-import http.client
-import socket
+import asyncio
 import ssl
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -20,10 +20,9 @@ from typing import Any
 
 import httpx
 
+from runhouse.client.http11 import Connection
 from runhouse.exceptions import ConnectionError_
 
-_SMALL_BODY = 1 << 16
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -40,76 +39,57 @@ class Endpoint:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-def _join(parts: list[Any] | bytes | None) -> Any:
-    if parts is None or isinstance(parts, bytes | bytearray):
-        return parts
-    total = sum(len(p) for p in parts)
-    if total <= _SMALL_BODY:
-        return b"".join(parts)
-    return parts
-
-
 class SyncReply:
-    def __init__(self, response: http.client.HTTPResponse) -> None:
-        self._r = response
-        self.status = response.status
-        self.content_type = response.getheader("content-type", "") or ""
+    def __init__(self, status: int, headers: dict[str, str], body: Iterator[bytes]) -> None:
+        self.status = status
+        self.content_type = headers.get("content-type", "")
+        self._body = body
 
     def read(self) -> bytes:
-        return self._r.read()
+        return b"".join(self._body)
 
     def chunks(self) -> Iterator[bytes]:
-        while True:
-            data = self._r.read1(CHUNK)
-            if not data:
-                return
-            yield data
+        return self._body
 
 
 class SyncTransport:
-    """One keep-alive ``http.client`` connection per thread to one daemon."""
+    """One keep-alive connection per thread to one daemon (see :mod:`runhouse.client.http11`)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._local = threading.local()
+        self._ssl: ssl.SSLContext | None = None
+        if endpoint.scheme == "https":
+            verify = endpoint.verify
+            self._ssl = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            if verify is False:
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
 
-    def _connect(self) -> http.client.HTTPConnection:
-        ep = self.endpoint
-        conn: http.client.HTTPConnection
-        if ep.scheme == "https":
-            context = ssl.create_default_context(cafile=ep.verify if isinstance(ep.verify, str) else None)
-            if ep.verify is False:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(ep.host, ep.port, timeout=self.timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(ep.host, ep.port, timeout=self.timeout)
+    def _connect(self) -> Connection:
         try:
-            conn.connect()
+            return Connection(self.endpoint.host, self.endpoint.port, self.timeout, self._ssl)
         except OSError as e:
-            raise ConnectionError_(f"cannot reach the runhouse daemon at {ep.url}: {e}") from e
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
+            raise ConnectionError_(f"cannot reach the runhouse daemon at {self.endpoint.url}: {e}") from e
 
     @contextmanager
     def open(self, method: str, path: str, body: list[Any] | bytes | None = None,
              headers: dict[str, str] | None = None) -> Iterator[SyncReply]:
-        all_headers = {**self.endpoint.headers, **(headers or {})}
-        payload = _join(body)
-        if payload is not None and not isinstance(payload, bytes | bytearray):
-            all_headers["Content-Length"] = str(sum(len(p) for p in payload))
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        all_headers = {**self.endpoint.headers, **(headers or {})} if headers else self.endpoint.headers
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.closed:
+            conn = None
         reused = conn is not None
         for attempt in (0, 1):
             if conn is None:
                 conn = self._local.conn = self._connect()
             try:
-                conn.request(method, path, body=payload, headers=all_headers)
-                response = conn.getresponse()
+                conn.send(method, path, all_headers, body)
+                reply, chunks = conn.receive()
                 break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                # A kept-alive connection the daemon closed while idle: retry once on a fresh one.
+            except (ConnectionResetError, BrokenPipeError) as e:
+                # A kept-alive connection the daemon closed while idle: retry once on a new one.
                 conn.close()
                 conn = self._local.conn = None
                 if attempt or not reused:
@@ -118,15 +98,14 @@ class SyncTransport:
                 conn.close()
                 self._local.conn = None
                 raise ConnectionError_(f"request to {self.endpoint.url}{path} failed: {e}") from e
-        reply = SyncReply(response)
         try:
-            yield reply
+            yield SyncReply(reply.status, reply.headers, chunks)
+            for _ in chunks:  # drain what the caller did not read, so the connection is reusable
+                pass
         except BaseException:
-            conn.close()  # the reply was not read to the end; the connection is unusable
+            conn.close()
             self._local.conn = None
             raise
-        if not response.isclosed():
-            response.read()  # drain so the connection can be reused
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -155,20 +134,21 @@ class AsyncTransport:
     def __init__(self, endpoint: Endpoint, timeout: float | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        # One client per event loop: a client's connections belong to the loop that opened them.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _client(self) -> httpx.AsyncClient:
-        import asyncio
-
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
         if client is None:
             ep = self.endpoint
             client = httpx.AsyncClient(
                 base_url=ep.url, headers=ep.headers, verify=ep.verify,
                 timeout=httpx.Timeout(self.timeout), limits=httpx.Limits(max_connections=256),
             )
-            self._clients[loop_id] = client
+            self._clients[loop] = client
         return client
 
     @asynccontextmanager

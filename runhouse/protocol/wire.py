@@ -54,7 +54,9 @@ class OutputType:
     FINAL = frozenset({RESULT, EXCEPTION, SUCCESS, CONFIG})
 
 
-CALL_OPTIONS = ("serialization", "run_name", "stream_logs", "remote")
+# Reserved method names for attribute access on a live object (user names never start with __rh_).
+GETATTR = "__rh_getattr__"
+SETATTR = "__rh_setattr__"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -41,21 +42,45 @@ ROUTES = [
     Route("/kill_env", admin.kill_env, methods=["POST"]),
     Route("/logs", admin.logs, methods=["POST"]),
     Route("/run_bash", admin.run_bash, methods=["POST"]),
-    Route("/{key}/{method}", calls.call_route, methods=["GET", "POST"]),
 ]
+FIXED_PATHS = frozenset(route.path for route in ROUTES)
 
 
-async def _runhouse_error(request: Request, exc: Exception) -> Response:
-    status = status_for(exc)
-    return error_response(status, type(exc).__name__, str(exc))
+async def _handle_error(request: Request, exc: Exception) -> Response:
+    return _error_reply(exc)
 
 
-async def _wire_error(request: Request, exc: Exception) -> Response:
-    return error_response(400, "BadRequest", str(exc))
+class CallDispatcher:
+    """Sends ``/{key}/{method}`` straight to the call handler and everything else to Starlette.
+
+    Calls are the hot path: skipping the framework's routing and request objects for them roughly
+    doubles the calls per second one daemon process can serve.
+    """
+
+    def __init__(self, app: Starlette, state: DaemonState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in FIXED_PATHS:
+            parts = path.split("/")
+            if len(parts) == 3 and parts[1] and parts[2]:
+                try:
+                    reply = await calls.handle_call(self.state, scope, receive, unquote(parts[1]), unquote(parts[2]))
+                except Exception as exc:  # noqa: BLE001 - mapped to a status by type
+                    reply = _error_reply(exc)
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error serving %s %s", request.method, request.url.path)
+def _error_reply(exc: Exception) -> Response:
+    if isinstance(exc, RunhouseError):
+        return error_response(status_for(exc), type(exc).__name__, str(exc))
+    if isinstance(exc, WireError):
+        return error_response(400, "BadRequest", str(exc))
+    log.error("unexpected error in a call", exc_info=exc)
     return error_response(500, "ServerError", f"{type(exc).__name__}: {exc}")
 
 
@@ -65,8 +90,8 @@ def create_app(settings: Settings, port: int, token: str, start_default_worker: 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if start_default_worker:
-            await state.worker()
+        if start_default_worker:  # in the background: the server answers /check meanwhile
+            state.in_background(state.ensure_default_worker())
         try:
             yield
         finally:
@@ -75,9 +100,9 @@ def create_app(settings: Settings, port: int, token: str, start_default_worker: 
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={RunhouseError: _runhouse_error, WireError: _wire_error, Exception: _unexpected},
+        exception_handlers={Exception: _handle_error},
     )
     app.state.rh = state
     hint = f"the cluster token is in {settings.daemon_dir(port) / 'token'}"
     allowed = {settings.host} if settings.host not in ("0.0.0.0", "::") else set()
-    return GuardMiddleware(app, token, allowed, settings.max_body_mb * 2**20, hint)
+    return GuardMiddleware(CallDispatcher(app, state), token, allowed, settings.max_body_mb * 2**20, hint)

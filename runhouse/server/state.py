@@ -37,6 +37,7 @@ class DaemonState:
         self.last_activity = time.time()
         self._starting: dict[str, asyncio.Task[WorkerHandle]] = {}
         self.stopping = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- workers ------------------------------------------------------------------------
     async def worker(self, env: str = DEFAULT_ENV, env_config: dict[str, Any] | None = None) -> WorkerHandle:
@@ -69,13 +70,19 @@ class DaemonState:
             if gone:
                 log.warning("objects lost with worker %s: %s", handle.name, ", ".join(gone))
         if handle.name == DEFAULT_ENV and not self.stopping:
-            asyncio.get_running_loop().create_task(self._restart_default())
+            self.in_background(self.ensure_default_worker())
 
-    async def _restart_default(self) -> None:
+    def in_background(self, coro: Any) -> None:
+        """Run ``coro`` as a task the daemon keeps a reference to until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def ensure_default_worker(self) -> None:
         try:
             await self.worker(DEFAULT_ENV)
-        except Exception:  # logged; the next request retries
-            log.exception("could not restart the default worker")
+        except Exception:  # logged; the next request that needs it tries again
+            log.exception("could not start the default worker")
 
     async def kill_env(self, env: str) -> bool:
         handle = self.workers.pop(env, None)

@@ -1,6 +1,6 @@
 """``GET|POST /{key}/{method}``: call a method (or the function) held under ``key``.
 
-The request is parsed here (frames, JSON envelope or query string), handed to the worker that
+This is the hot path, so it is plain ASGI (no framework request objects). The request is parsed here (frames, JSON envelope or query string), handed to the worker that
 holds the key, and the worker's replies are relayed back by :mod:`relay`. The daemon never
 deserializes the call's arguments: they travel to the worker as the bytes the client sent.
 """
@@ -11,9 +11,7 @@ import base64
 import binascii
 import json
 from typing import Any
-
-from starlette.requests import Request
-from starlette.responses import Response
+from urllib.parse import parse_qsl
 
 from runhouse.exceptions import BadRequest, WorkerDied
 from runhouse.protocol.serialization import check_serialization
@@ -49,30 +47,48 @@ def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
     return ser, options, payload
 
 
-async def call_route(request: Request) -> Response:
-    state: DaemonState = request.app.state.rh
-    key = request.path_params["key"]
-    method = request.path_params["method"]
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header(scope: Any, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return ""
+
+
+async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, method: str) -> Any:
+    """Parse a call request, submit it to the key's worker; return the ASGI reply to send."""
     entry = state.registry.get(key)
     fmt: str
-    if request.method == "GET":
-        params = dict(request.query_params)
+    if scope["method"] == "GET":
+        params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         ser = "none"
         options: dict[str, Any] = {"stream_logs": False, "run_name": params.pop("run_name", None), "remote": False}
-        payload = json.dumps({"args": [], "kwargs": params}).encode()
+        payload: Any = json.dumps({"args": [], "kwargs": params}).encode()
         fmt = "none"
-    else:
-        raw = await request.body()
-        if request.headers.get("content-type", "").startswith(FRAMES_CONTENT_TYPE):
-            header, view = decode_single_frame(raw)
+    elif scope["method"] == "POST":
+        raw = await _read_body(receive)
+        if _header(scope, b"content-type").startswith(FRAMES_CONTENT_TYPE):
+            header, payload = decode_single_frame(raw)
             ser = check_serialization(header.get("serialization", "pickle"))
             options = {"stream_logs": bool(header.get("stream_logs", True)),
                        "run_name": header.get("run_name"), "remote": bool(header.get("remote"))}
-            payload = view  # type: ignore[assignment]
             fmt = "frames"
         else:
             ser, options, payload = _json_call_body(raw)
             fmt = "none" if ser == "none" else "json"
+    else:
+        raise BadRequest(f"method {scope['method']} is not allowed here; use GET or POST", 405)
     if options["remote"] and not options.get("run_name"):
         raise BadRequest("remote=True needs a run_name to store the result under", 400)
     worker = state.workers.get(entry.env)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from runhouse.protocol.wire import (
     FRAMES_CONTENT_TYPE,
@@ -31,6 +31,27 @@ FINAL_KINDS = frozenset({"result", "error", "end", "ok"})
 def error_response(status: int, error: str, detail: str) -> Response:
     body = json.dumps({"error": error, "detail": detail, "status": status}).encode()
     return Response(body, status_code=status, media_type="application/json")
+
+
+class Reply:
+    """A whole reply as a few body parts (a big payload is sent without joining it)."""
+
+    __slots__ = ("status", "parts", "content_type")
+
+    def __init__(self, parts: list[Any], content_type: str, status: int = 200) -> None:
+        self.status = status
+        self.parts = parts
+        self.content_type = content_type.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        size = sum(len(p) for p in self.parts)
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-type", self.content_type), (b"content-length", str(size).encode())]})
+        last = len(self.parts) - 1
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < last})
+        if last < 0:
+            await send({"type": "http.response.body", "body": b""})
 
 
 def _frame(header: Any, body: Any) -> list[Any]:
@@ -81,24 +102,24 @@ def _status_of(header: Any) -> int | None:
     return None
 
 
-def _simple_json(header: Any, body: Any) -> Response:
+def _simple_json(header: Any, body: Any) -> Any:
     """Reply for ``serialization: none``: the bare JSON result."""
     kind = header[0]
     if kind == "result":
-        return Response(bytes(body or b"null"), media_type="application/json")
+        return Reply([body or b"null"], "application/json")
     if kind == "error":
         info = header[2]
         return error_response(500, info["type"], info["message"] + ("\n" + info["traceback"] if info["traceback"] else ""))
     if kind == "ok":
-        return Response(json.dumps(header[2]).encode(), media_type="application/json")
-    return Response(b"null", media_type="application/json")
+        return Reply([json.dumps(header[2]).encode()], "application/json")
+    return Reply([b"null"], "application/json")
 
 
 OnFinal = Callable[[Any], None] | None
 
 
 async def relay(state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall,
-                fmt: str, run_name: str | None, on_final: OnFinal = None) -> Response:
+                fmt: str, run_name: str | None, on_final: OnFinal = None) -> Any:
     """Build the response for a submitted request; ``fmt`` is ``frames``, ``json`` or ``none``.
 
     ``on_final(header)`` sees the final reply before it is sent (deploy uses it to register keys).
@@ -117,11 +138,11 @@ async def relay(state: DaemonState, worker: WorkerHandle, cid: int, pending: Pen
             info = header[2]
             return error_response(status, info["type"].rsplit(".", 1)[-1], info["message"])
         if fmt == "frames":
-            return Response(b"".join(_frame(header, body)), media_type=FRAMES_CONTENT_TYPE)
+            return Reply(_frame(header, body), FRAMES_CONTENT_TYPE)
         if fmt == "none":
             return _simple_json(header, body)
         code = 500 if header[0] == "error" else 200
-        return Response(_envelope(header, body), status_code=code, media_type="application/json")
+        return Reply([_envelope(header, body)], "application/json", code)
     if fmt == "none":  # a bare-JSON caller gets only the final value; output is kept for /logs
         while header[0] not in FINAL_KINDS:
             if header[0] == "out" and run_name:
@@ -129,10 +150,7 @@ async def relay(state: DaemonState, worker: WorkerHandle, cid: int, pending: Pen
             header, body = await pending.next()
         worker.forget(cid)
         return _simple_json(header, body)
-    return StreamingResponse(
-        _stream(state, worker, cid, pending, fmt, run_name, header, body),
-        media_type=FRAMES_CONTENT_TYPE if fmt == "frames" else NDJSON_CONTENT_TYPE,
-    )
+    return _Streamed(state, worker, cid, pending, fmt, run_name, header, body)
 
 
 class _Watched(PendingCall):
@@ -147,22 +165,37 @@ class _Watched(PendingCall):
         return header, body
 
 
-async def _stream(state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str,
-                  run_name: str | None, header: Any, body: Any) -> AsyncIterator[bytes]:
-    try:
-        if run_name:
-            state.running_runs.add(run_name)
-        while True:
-            if header[0] == "out" and run_name:
-                state.record_output(run_name, header[2])
-            if fmt == "frames":
-                yield b"".join(_frame(header, body))
-            else:
-                yield _envelope(header, body) + b"\n"
-            if header[0] in FINAL_KINDS:
-                return
-            header, body = await pending.next()
-    finally:
-        worker.forget(cid)
-        if run_name:
-            state.running_runs.discard(run_name)
+class _Streamed:
+    """A chunked reply relaying each worker message as it arrives."""
+
+    def __init__(self, state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str,
+                 run_name: str | None, header: Any, body: Any) -> None:
+        self.status = 200
+        self._args = (state, worker, cid, pending, fmt, run_name)
+        self._first = (header, body)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        state, worker, cid, pending, fmt, run_name = self._args
+        header, body = self._first
+        content_type = FRAMES_CONTENT_TYPE if fmt == "frames" else NDJSON_CONTENT_TYPE
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type.encode())]})
+        try:
+            if run_name:
+                state.running_runs.add(run_name)
+            while True:
+                if header[0] == "out" and run_name:
+                    state.record_output(run_name, header[2])
+                if fmt == "frames":
+                    chunk = b"".join(_frame(header, body))
+                else:
+                    chunk = _envelope(header, body) + b"\n"
+                final = header[0] in FINAL_KINDS
+                await send({"type": "http.response.body", "body": chunk, "more_body": not final})
+                if final:
+                    return
+                header, body = await pending.next()
+        finally:
+            worker.forget(cid)
+            if run_name:
+                state.running_runs.discard(run_name)

@@ -1,0 +1,78 @@
+"""runhouse: send Python functions and classes to your own compute and call them as if local.
+
+::
+
+    import runhouse as rh
+
+    cluster = rh.cluster(name="local", host="localhost", server_connection_type="none").up_if_not()
+    remote_add = rh.function(add).to(cluster)
+    remote_add(1, 2)
+
+``rh.here`` is the daemon on this machine (built when first used, not at import).
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from runhouse._version import __version__
+
+# Public names and the module each lives in. They load on first use, so the daemon and worker
+# processes (which import runhouse.server.*) never pay for the client-side modules.
+_EXPORTS = {
+    "AuthError": "runhouse.exceptions",
+    "BadRequest": "runhouse.exceptions",
+    "ConfigError": "runhouse.exceptions",
+    "ConnectionError_": "runhouse.exceptions",
+    "ObjectNotFound": "runhouse.exceptions",
+    "RemoteException": "runhouse.exceptions",
+    "RunhouseError": "runhouse.exceptions",
+    "ServerError": "runhouse.exceptions",
+    "WorkerDied": "runhouse.exceptions",
+    "RemoteResult": "runhouse.resources.calls",
+    "Cluster": "runhouse.resources.cluster",
+    "cluster": "runhouse.resources.cluster",
+    "Env": "runhouse.resources.env",
+    "env": "runhouse.resources.env",
+    "Function": "runhouse.resources.function",
+    "function": "runhouse.resources.function",
+    "Module": "runhouse.resources.module",
+    "RemoteModule": "runhouse.resources.module",
+    "module": "runhouse.resources.module",
+    "Resource": "runhouse.resources.resource",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__", "here"])
+
+if TYPE_CHECKING:
+    from runhouse.exceptions import (
+        AuthError,
+        BadRequest,
+        ConfigError,
+        ConnectionError_,
+        ObjectNotFound,
+        RemoteException,
+        RunhouseError,
+        ServerError,
+        WorkerDied,
+    )
+    from runhouse.resources.calls import RemoteResult
+    from runhouse.resources.cluster import Cluster, cluster
+    from runhouse.resources.env import Env, env
+    from runhouse.resources.function import Function, function
+    from runhouse.resources.module import Module, RemoteModule, module
+    from runhouse.resources.resource import Resource
+
+
+def __getattr__(name: str) -> Any:
+    if name == "here":  # a fresh handle each time: the daemon on this machine
+        return import_module("runhouse.resources.cluster").here()
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'runhouse' has no attribute {name!r}")
+    value = getattr(import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,92 @@
+"""``runhouse start | stop | restart | status``: the daemon on this machine."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runhouse.client.daemon_client import DaemonClient
+from runhouse.client.transport import Endpoint
+from runhouse.compute import local
+from runhouse.exceptions import RunhouseError
+from runhouse.settings import load_settings
+
+console = Console()
+err = Console(stderr=True)
+
+PortOption = typer.Option(None, "--port", "-p", help="Port of the daemon (default: settings, 32300).")
+HostOption = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; other values expose the daemon).")
+
+
+def _port(port: int | None) -> int:
+    return port or load_settings().port
+
+
+def start(port: int | None = PortOption, host: str | None = HostOption) -> None:
+    """Start the daemon in the background (no-op if it is already running)."""
+    settings = load_settings()
+    port = _port(port)
+    bind = host or settings.host
+    began = time.perf_counter()
+    try:
+        with console.status(f"Starting the runhouse daemon on {bind}:{port}..."):
+            pid = local.start_daemon(settings, bind, port)
+    except RunhouseError as e:
+        err.print(f"[red]Could not start the daemon:[/red] {e}")
+        raise typer.Exit(1) from None
+    console.print(f"Daemon running on {bind}:{port} (pid {pid}, ready in {time.perf_counter() - began:.2f}s). "
+                  f"Token: {local.token_path(settings, port)}")
+
+
+def stop(port: int | None = PortOption) -> None:
+    """Stop the daemon and its workers."""
+    settings = load_settings()
+    port = _port(port)
+    if local.stop_daemon(settings, port):
+        console.print(f"Stopped the daemon on port {port}.")
+    else:
+        console.print(f"No daemon of ours is running on port {port}.")
+
+
+def restart(port: int | None = PortOption, host: str | None = HostOption) -> None:
+    """Stop the daemon (its objects are lost) and start a fresh one."""
+    stop(port)
+    start(port, host)
+
+
+def _status_table(info: dict[str, Any]) -> Table:
+    table = Table(title="Workers")
+    for column in ("env", "pid", "CPU %", "RSS MB", "objects", "running calls"):
+        table.add_column(column)
+    for w in info["workers"]:
+        running = ", ".join(f"{r['key']}.{r['method']} ({r['seconds']}s)" for r in w.get("running", [])) or "-"
+        table.add_row(w["name"], str(w.get("pid")), str(w.get("cpu_percent", "-")), str(w.get("rss_mb", "-")),
+                      ", ".join(w.get("objects", [])) or "-", running)
+    return table
+
+
+def status(port: int | None = PortOption) -> None:
+    """Show the daemon's version, pid, port, workers, their objects and running calls."""
+    settings = load_settings()
+    port = _port(port)
+    if local.ping("127.0.0.1", port) is None:
+        console.print(f"No daemon is answering on port {port}. Start one with `runhouse start`.")
+        raise typer.Exit(1)
+    client = DaemonClient(Endpoint("127.0.0.1", port), local.read_token(settings, port))
+    try:
+        info = client.status()
+    except RunhouseError as e:
+        err.print(f"[red]Could not read the daemon's status:[/red] {e}")
+        raise typer.Exit(1) from None
+    console.print(f"runhouse {info['rh_version']} daemon: pid {info['pid']}, port {info['port']}, "
+                  f"up {info['uptime_s']}s, {info['calls_served']} calls served, RSS {info['daemon_rss_mb']} MB")
+    console.print(_status_table(info))
+
+
+def register(app: typer.Typer) -> None:
+    for command in (start, stop, restart, status):
+        app.command()(command)

@@ -1,0 +1,1 @@
+"""Bringing clusters up and down. ``local``: a daemon on this machine."""

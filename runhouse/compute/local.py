@@ -1,0 +1,151 @@
+"""Starting and stopping a daemon on this machine, by pid file, never by process name.
+
+The daemon runs detached in its own session (so it outlives the shell that started it) and
+writes ``$RH_HOME/daemons/<port>/pid``; its workers are its children in the same process group.
+Stopping sends SIGTERM to that pid and waits, then SIGKILLs the group only if it must.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from runhouse.exceptions import ConnectionError_
+from runhouse.settings import Settings, child_environ
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def token_path(settings: Settings, port: int) -> Path:
+    return settings.daemon_dir(port) / "token"
+
+
+def read_token(settings: Settings, port: int) -> str | None:
+    path = token_path(settings, port)
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def log_path(settings: Settings, port: int) -> Path:
+    return settings.daemon_dir(port) / "daemon.log"
+
+
+def daemon_pid(settings: Settings, port: int) -> int | None:
+    """The pid of our daemon on ``port`` if its pid file names a live daemon process."""
+    try:
+        pid = int((settings.daemon_dir(port) / "pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if "runhouse.server" not in " ".join(proc.cmdline()):
+            return None  # the pid was reused by an unrelated process
+    except psutil.Error:
+        return None
+    return pid
+
+
+def ping(host: str, port: int, timeout: float = 1.0) -> dict[str, object] | None:
+    """``GET /check`` once; the parsed reply, or None if nothing answers."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/check")
+        reply = conn.getresponse()
+        if reply.status != 200:
+            return None
+        return json.loads(reply.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _log_tail(settings: Settings, port: int, lines: int = 20) -> str:
+    try:
+        return "\n".join(log_path(settings, port).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start_daemon(settings: Settings, host: str = "127.0.0.1", port: int | None = None,
+                 timeout: float = START_TIMEOUT_S) -> int:
+    """Start the daemon detached and wait until it answers ``/check``; return its pid."""
+    port = port or settings.port
+    existing = daemon_pid(settings, port)
+    if existing is not None and ping(host, port):
+        return existing
+    folder = settings.daemon_dir(port)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if ping(host, port):
+        raise ConnectionError_(
+            f"port {port} on {host} is already served by another runhouse daemon whose pid file is not "
+            f"under {settings.home}; stop it or pick another port"
+        )
+    with open(log_path(settings, port), "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runhouse.server", "--host", host, "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=child_environ({"RH_HOME": str(settings.home)}),
+        )
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConnectionError_(
+                f"the daemon exited with code {proc.returncode} while starting on {host}:{port}. "
+                f"Last lines of {log_path(settings, port)}:\n{_log_tail(settings, port)}"
+            )
+        if ping(host, port, timeout=0.5) and daemon_pid(settings, port) == proc.pid:
+            return proc.pid
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+    _terminate(proc.pid)
+    raise ConnectionError_(
+        f"the daemon did not answer on {host}:{port} within {timeout:.0f}s. "
+        f"Last lines of {log_path(settings, port)}:\n{_log_tail(settings, port)}"
+    )
+
+
+def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    try:
+        proc = psutil.Process(pid)
+        pgid = os.getpgid(pid)
+    except (psutil.Error, ProcessLookupError):
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    # Workers are the daemon's children in its process group (it leads its own session).
+    if pgid == pid:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_daemon(settings: Settings, port: int | None = None, timeout: float = STOP_TIMEOUT_S) -> bool:
+    """Stop our daemon on ``port`` (and its workers). False if none was running."""
+    port = port or settings.port
+    pid = daemon_pid(settings, port)
+    if pid is None:
+        return False
+    _terminate(pid, timeout)
+    pid_file = settings.daemon_dir(port) / "pid"
+    if pid_file.exists():
+        pid_file.unlink()
+    return True

@@ -1,0 +1,1 @@
+"""User-facing resources: clusters, envs, functions and modules."""

@@ -1,0 +1,50 @@
+"""The base of every resource: a name and a JSON-able ``config()`` it can be rebuilt from."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from runhouse.exceptions import ConfigError
+
+
+class Resource:
+    """Something with a name and a metadata signature (``config()``).
+
+    ``Resource.from_config(cfg)`` rebuilds the right subclass from ``cfg["resource_type"]``.
+    """
+
+    RESOURCE_TYPE: ClassVar[str] = "resource"
+    _registry: ClassVar[dict[str, type[Resource]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "RESOURCE_TYPE" in cls.__dict__:
+            Resource._registry[cls.RESOURCE_TYPE] = cls
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def config(self) -> dict[str, Any]:
+        return {"resource_type": self.RESOURCE_TYPE, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Resource:
+        kind = config.get("resource_type")
+        target = cls if cls.RESOURCE_TYPE == kind else Resource._registry.get(str(kind))
+        if target is None:
+            known = ", ".join(sorted(Resource._registry))
+            raise ConfigError(f"unknown resource_type {kind!r} in config; expected one of {known}")
+        if target is not cls and not issubclass(target, cls):
+            raise ConfigError(f"config describes a {kind}, not a {cls.RESOURCE_TYPE}")
+        return target._from_config(config)
+
+    @staticmethod
+    def type_named(resource_type: str) -> type[Resource] | None:
+        return Resource._registry.get(resource_type)
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any]) -> Resource:
+        return cls(name=config.get("name"))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
