@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any, ClassVar
 
 from runhouse.exceptions import ConfigError
+
+
+# Where each resource type is defined, so configs can be rebuilt in a process that has not
+# imported that module yet.
+_MODULES = {
+    "cluster": "runhouse.resources.cluster",
+    "env": "runhouse.resources.env",
+    "function": "runhouse.resources.function",
+    "module": "runhouse.resources.module",
+}
 
 
 class Resource:
@@ -30,9 +41,9 @@ class Resource:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Resource:
         kind = config.get("resource_type")
-        target = cls if cls.RESOURCE_TYPE == kind else Resource._registry.get(str(kind))
+        target = cls if cls.RESOURCE_TYPE == kind else Resource.type_named(str(kind))
         if target is None:
-            known = ", ".join(sorted(Resource._registry))
+            known = ", ".join(sorted(_MODULES))
             raise ConfigError(f"unknown resource_type {kind!r} in config; expected one of {known}")
         if target is not cls and not issubclass(target, cls):
             raise ConfigError(f"config describes a {kind}, not a {cls.RESOURCE_TYPE}")
@@ -40,6 +51,9 @@ class Resource:
 
     @staticmethod
     def type_named(resource_type: str) -> type[Resource] | None:
+        """The class for a ``resource_type``, importing its module on first use."""
+        if resource_type not in Resource._registry and resource_type in _MODULES:
+            import_module(_MODULES[resource_type])
         return Resource._registry.get(resource_type)
 
     @classmethod

@@ -47,6 +47,8 @@ class DaemonState:
             return handle
         if env_config is not None:
             self.env_configs[env] = env_config
+        else:
+            self.env_configs.setdefault(env, {"name": env, "env_vars": {}})
         task = self._starting.get(env)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._start_worker(env))

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from runhouse.protocol.errors import WireError
 from runhouse.protocol.serialization import deserialize, serialize
 from runhouse.protocol.wire import GETATTR, SETATTR
 from runhouse.server.worker.capture import OutputSink, current_sink
@@ -78,8 +79,7 @@ class WorkerRuntime:
         _, cid, key, method, ser, opts = header
         try:
             fn = self._resolve(key, method)
-            payload = deserialize(body, ser) if body else {}
-            args, kwargs = _split_args(payload)
+            args, kwargs = _decode_args(body, ser)
         except BaseException as e:  # noqa: BLE001
             self._send(("error", cid, error_info(e, ser == "pickle")), None)
             return
@@ -213,8 +213,7 @@ class WorkerRuntime:
     async def _op_deploy(self, key: str, spec: dict[str, Any], ser: str, *, body: Any, cid: int) -> Any:
         if spec.get("kind") == "instance":
             cls = self.objects.get(spec["class_key"]) or resolve(spec["class"], None)
-            payload = deserialize(body, ser) if body else {}
-            args, kwargs = _split_args(payload)
+            args, kwargs = _decode_args(body, ser)
             sink = None
             if spec.get("stream_logs", True):
                 sink = OutputSink(self._loop, lambda text: self._send(("out", cid, text), None))
@@ -311,6 +310,15 @@ class _Speed:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _decode_args(body: Any, ser: str) -> tuple[list[Any], dict[str, Any]]:
+    """Call arguments from a request body; malformed input is the caller's error (400)."""
+    try:
+        payload = deserialize(body, ser) if body else {}
+    except WireError as e:
+        raise CallError(str(e), 400) from None
+    return _split_args(payload)
 
 
 def _split_args(payload: Any) -> tuple[list[Any], dict[str, Any]]:

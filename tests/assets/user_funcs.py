@@ -1,0 +1,133 @@
+"""User code the tests send to clusters by import path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+
+
+def add(a, b):
+    return a + b
+
+
+def identity(x):
+    return x
+
+
+def getpid():
+    return os.getpid()
+
+
+def get_env(name):
+    return os.environ.get(name)
+
+
+def tick(n, interval=1.0):
+    for i in range(n):
+        print(f"tick {i}", flush=True)
+        time.sleep(interval)
+    return "done"
+
+
+def log_lines():
+    logging.getLogger("user.code").info("info from the worker")
+    logging.getLogger("user.code").warning("warning from the worker")
+    return "logged"
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def fail_deep():
+    def inner():
+        raise KeyError("missing-thing")
+
+    inner()
+
+
+def slow_items(n, interval=0.5):
+    for i in range(n):
+        time.sleep(interval)
+        yield i
+
+
+async def async_add(a, b):
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+async def async_items(n):
+    for i in range(n):
+        await asyncio.sleep(0.01)
+        yield i * 2
+
+
+def sleep_and_thread(seconds):
+    time.sleep(seconds)
+    return threading.get_ident()
+
+
+def takes_options(x, stream_logs=None, run_name=None):
+    return {"x": x, "stream_logs": stream_logs, "run_name": run_name}
+
+
+def die(code=3):
+    os._exit(code)
+
+
+def segfault():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def print_and_return(text):
+    print(text)
+    return len(text)
+
+
+class Counter:
+    kind = "counter"
+
+    def __init__(self, start=0, step=1):
+        self.value = start
+        self.step = step
+        print(f"Counter starting at {start}")
+
+    def incr(self, by=None):
+        self.value += self.step if by is None else by
+        return self.value
+
+    @property
+    def doubled(self):
+        return self.value * 2
+
+    @classmethod
+    def describe(cls):
+        return f"class {cls.__name__} ({cls.kind})"
+
+    @staticmethod
+    def square(x):
+        return x * x
+
+    async def aincr(self):
+        await asyncio.sleep(0.01)
+        self.value += 1
+        return self.value
+
+    def countdown(self, n):
+        for i in range(n, 0, -1):
+            yield i
+
+
+class Named:
+    def __init__(self, name, size=1):
+        self.name = name
+        self.size = size
+
+    def describe(self):
+        return f"{self.name}:{self.size}"

@@ -1,0 +1,38 @@
+"""Worker processes: crashes are reported clearly and do not take the daemon down."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+import user_funcs as uf
+
+import runhouse as rh
+from runhouse.exceptions import ObjectNotFound, WorkerDied
+
+
+@pytest.mark.parametrize("killer", [uf.die, uf.segfault])
+def test_worker_crash_is_reported_and_isolated(own_cluster, killer):
+    c = own_cluster
+    crash_env = rh.env(name="crashy")
+    add_elsewhere = rh.function(uf.add).to(c)  # lives in default_env
+    killer_fn = rh.function(killer).to(c, env=crash_env)
+    c.put("doomed", [1, 2], env=crash_env)
+    old_pid = rh.function(uf.getpid).to(c, env=crash_env, name="crashy_pid")()
+
+    with pytest.raises(WorkerDied, match=r"worker 'crashy' \(pid \d+\) (exited with code 3|was killed by signal SIGSEGV)"):
+        killer_fn()
+
+    assert add_elsewhere(2, 2) == 4  # the daemon and other workers keep serving
+    with pytest.raises(ObjectNotFound):
+        c.get("doomed")  # the dead worker's objects are gone, and say so
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    new_pid = rh.function(uf.getpid).to(c, env=crash_env, name="crashy_pid")()  # the next deploy restarts it
+    assert new_pid != old_pid
+
+
+def test_default_worker_comes_back_after_a_crash(own_cluster):
+    c = own_cluster
+    die = rh.function(uf.die).to(c)
+    with pytest.raises(WorkerDied, match="default_env"):
+        die()
+    assert rh.function(uf.add).to(c)(3, 4) == 7
