@@ -35,7 +35,9 @@ def rh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def start_cluster(name: str = "test") -> object:
     import runhouse as rh
 
-    return rh.cluster(name=name, host="localhost", server_connection_type="none", server_port=free_port()).up()
+    return rh.cluster(
+        name=name, host="localhost", server_connection_type="none", server_port=free_port()
+    ).up()
 
 
 @pytest.fixture(scope="session")

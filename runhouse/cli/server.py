@@ -19,7 +19,9 @@ console = Console()
 err = Console(stderr=True)
 
 PortOption = typer.Option(None, "--port", "-p", help="Port of the daemon (default: settings, 32300).")
-HostOption = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; other values expose the daemon).")
+HostOption = typer.Option(
+    None, "--host", help="Address to bind (default 127.0.0.1; other values expose the daemon)."
+)
 
 
 def _port(port: int | None) -> int:
@@ -38,8 +40,10 @@ def start(port: int | None = PortOption, host: str | None = HostOption) -> None:
     except RunhouseError as e:
         err.print(f"[red]Could not start the daemon:[/red] {e}")
         raise typer.Exit(1) from None
-    console.print(f"Daemon running on {bind}:{port} (pid {pid}, ready in {time.perf_counter() - began:.2f}s). "
-                  f"Token: {local.token_path(settings, port)}")
+    console.print(
+        f"Daemon running on {bind}:{port} (pid {pid}, ready in {time.perf_counter() - began:.2f}s). "
+        f"Token: {local.token_path(settings, port)}"
+    )
 
 
 def stop(port: int | None = PortOption) -> None:
@@ -63,9 +67,17 @@ def _status_table(info: dict[str, Any]) -> Table:
     for column in ("env", "pid", "CPU %", "RSS MB", "objects", "running calls"):
         table.add_column(column)
     for w in info["workers"]:
-        running = ", ".join(f"{r['key']}.{r['method']} ({r['seconds']}s)" for r in w.get("running", [])) or "-"
-        table.add_row(w["name"], str(w.get("pid")), str(w.get("cpu_percent", "-")), str(w.get("rss_mb", "-")),
-                      ", ".join(w.get("objects", [])) or "-", running)
+        running = (
+            ", ".join(f"{r['key']}.{r['method']} ({r['seconds']}s)" for r in w.get("running", [])) or "-"
+        )
+        table.add_row(
+            w["name"],
+            str(w.get("pid")),
+            str(w.get("cpu_percent", "-")),
+            str(w.get("rss_mb", "-")),
+            ", ".join(w.get("objects", [])) or "-",
+            running,
+        )
     return table
 
 
@@ -82,8 +94,10 @@ def status(port: int | None = PortOption) -> None:
     except RunhouseError as e:
         err.print(f"[red]Could not read the daemon's status:[/red] {e}")
         raise typer.Exit(1) from None
-    console.print(f"runhouse {info['rh_version']} daemon: pid {info['pid']}, port {info['port']}, "
-                  f"up {info['uptime_s']}s, {info['calls_served']} calls served, RSS {info['daemon_rss_mb']} MB")
+    console.print(
+        f"runhouse {info['rh_version']} daemon: pid {info['pid']}, port {info['port']}, "
+        f"up {info['uptime_s']}s, {info['calls_served']} calls served, RSS {info['daemon_rss_mb']} MB"
+    )
     console.print(_status_table(info))
 
 

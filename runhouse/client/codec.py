@@ -8,6 +8,7 @@ logic is written once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 from dataclasses import dataclass
@@ -51,10 +52,8 @@ def rebuild_exception(meta: dict[str, Any], payload: bytes) -> BaseException:
         except Exception:  # type not importable here (version skew): fall back below
             exc = None
         if isinstance(exc, BaseException):
-            try:
+            with contextlib.suppress(AttributeError):  # exceptions with __slots__
                 exc.__rh_remote_traceback__ = tb  # type: ignore[attr-defined]
-            except AttributeError:
-                pass
             if tb and hasattr(exc, "add_note"):
                 exc.add_note("Remote traceback (most recent call last on the cluster):\n" + tb.rstrip())
             return exc

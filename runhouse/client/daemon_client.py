@@ -13,7 +13,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from runhouse.client.codec import FRAMES_HEADERS, Event, ReplyDecoder, encode_call, encode_request, raise_for_error_body
+from runhouse.client.codec import (
+    FRAMES_HEADERS,
+    Event,
+    ReplyDecoder,
+    encode_call,
+    encode_request,
+    raise_for_error_body,
+)
 from runhouse.client.transport import AsyncTransport, Endpoint, SyncTransport
 from runhouse.exceptions import ConnectionError_, ServerError
 from runhouse.protocol.serialization import serialize
@@ -39,7 +46,9 @@ class DaemonClient:
         self._async = AsyncTransport(self.endpoint, timeout)
 
     # -- plain JSON routes ------------------------------------------------------------------
-    def request_json(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request_json(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         if params:
             path = f"{path}?{urlencode({k: v for k, v in params.items() if v is not None})}"
         payload = json.dumps(body).encode() if body is not None else None
@@ -57,36 +66,41 @@ class DaemonClient:
                 f"daemon at {self.endpoint.url} speaks protocol {info.get('protocol')}, this client "
                 f"{PROTOCOL_VERSION}: install the same runhouse version on both sides"
             )
-        return info  # type: ignore[no-any-return]
+        return info
 
     def status(self) -> dict[str, Any]:
-        return self.request_json("GET", "/status")  # type: ignore[no-any-return]
+        return self.request_json("GET", "/status")
 
     def keys(self, env: str | None = None) -> list[str]:
-        return self.request_json("GET", "/keys", params={"env": env})["keys"]  # type: ignore[no-any-return]
+        return self.request_json("GET", "/keys", params={"env": env})["keys"]
 
     def rename(self, key: str, new_key: str) -> None:
         self.request_json("POST", "/rename", {"key": key, "new_key": new_key})
 
     def delete(self, keys: list[str]) -> dict[str, Any]:
-        return self.request_json("POST", "/delete_object", {"keys": keys})  # type: ignore[no-any-return]
+        return self.request_json("POST", "/delete_object", {"keys": keys})
 
     def envs(self) -> list[dict[str, Any]]:
-        return self.request_json("GET", "/envs")["envs"]  # type: ignore[no-any-return]
+        return self.request_json("GET", "/envs")["envs"]
 
     def create_env(self, name: str, env_vars: dict[str, str] | None = None) -> dict[str, Any]:
-        return self.request_json("POST", "/create_env", {"name": name, "env_vars": env_vars or {}})  # type: ignore[no-any-return]
+        return self.request_json("POST", "/create_env", {"name": name, "env_vars": env_vars or {}})
 
     def resource(self, key: str) -> dict[str, Any]:
-        return self.request_json("GET", "/resource", params={"key": key})  # type: ignore[no-any-return]
+        return self.request_json("GET", "/resource", params={"key": key})
 
     def logs(self, run_name: str) -> dict[str, Any]:
-        return self.request_json("POST", "/logs", {"run_name": run_name})  # type: ignore[no-any-return]
+        return self.request_json("POST", "/logs", {"run_name": run_name})
 
-    def run_bash(self, commands: list[str], cwd: str | None = None,
-                 env_vars: dict[str, str] | None = None, stop_on_error: bool = False) -> list[list[Any]]:
+    def run_bash(
+        self,
+        commands: list[str],
+        cwd: str | None = None,
+        env_vars: dict[str, str] | None = None,
+        stop_on_error: bool = False,
+    ) -> list[list[Any]]:
         body = {"commands": commands, "cwd": cwd, "env_vars": env_vars or {}, "stop_on_error": stop_on_error}
-        return self.request_json("POST", "/run_bash", body)["results"]  # type: ignore[no-any-return]
+        return self.request_json("POST", "/run_bash", body)["results"]
 
     # -- framed routes ------------------------------------------------------------------------
     def _events(self, method: str, path: str, body: list[Any] | None) -> Iterator[Event]:
@@ -101,7 +115,9 @@ class DaemonClient:
             decoder.finish()
 
     def put(self, key: str, obj: Any, env: str | None = None, serialization: str = "pickle") -> None:
-        body = encode_request({"key": key, "env": env, "serialization": serialization}, serialize(obj, serialization))
+        body = encode_request(
+            {"key": key, "env": env, "serialization": serialization}, serialize(obj, serialization)
+        )
         with self._sync.open("POST", "/object", body, FRAMES_HEADERS) as reply:
             data = reply.read()
             if reply.status >= 400:
@@ -118,11 +134,14 @@ class DaemonClient:
         """Run a call; print its output as it arrives; return its result (a list for generators)."""
         return _final(self.call_events(key, method, args, kwargs, options))
 
-    def call_events(self, key: str, method: str, args: Any, kwargs: dict[str, Any],
-                    options: CallOptions) -> Iterator[Event]:
+    def call_events(
+        self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
+    ) -> Iterator[Event]:
         return self._events("POST", _call_path(key, method), encode_call(args, kwargs, options))
 
-    def stream(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Iterator[Any]:
+    def stream(
+        self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
+    ) -> Iterator[Any]:
         """Run a generator call; yield its items as they arrive."""
         for event in self.call_events(key, method, args, kwargs, options):
             if event.kind == "stdout":
@@ -141,7 +160,9 @@ class DaemonClient:
                     yield event
             decoder.finish()
 
-    async def acall(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Any:
+    async def acall(
+        self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
+    ) -> Any:
         items: list[Any] = []
         result: Any = items
         async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
@@ -150,8 +171,9 @@ class DaemonClient:
                 result = value  # the final frame is the last one; let the stream end cleanly
         return result
 
-    async def astream(self, key: str, method: str, args: Any, kwargs: dict[str, Any],
-                      options: CallOptions) -> AsyncIterator[Any]:
+    async def astream(
+        self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
+    ) -> AsyncIterator[Any]:
         async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
             if event.kind == "stdout":
                 _echo(event.value)

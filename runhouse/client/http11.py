@@ -49,8 +49,9 @@ class _Reply:
 
 
 class Connection:
-    def __init__(self, host: str, port: int, timeout: float | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
         sock = socket.create_connection((host, port), timeout=timeout)

@@ -24,7 +24,6 @@ from runhouse.client.http11 import Connection
 from runhouse.exceptions import ConnectionError_
 
 
-
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -74,13 +73,19 @@ class SyncTransport:
             raise ConnectionError_(f"cannot reach the runhouse daemon at {self.endpoint.url}: {e}") from e
 
     @contextmanager
-    def open(self, method: str, path: str, body: list[Any] | bytes | None = None,
-             headers: dict[str, str] | None = None) -> Iterator[SyncReply]:
+    def open(
+        self,
+        method: str,
+        path: str,
+        body: list[Any] | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[SyncReply]:
         all_headers = {**self.endpoint.headers, **(headers or {})} if headers else self.endpoint.headers
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is not None and conn.closed:
             conn = None
         reused = conn is not None
+        reply = chunks = None
         for attempt in (0, 1):
             if conn is None:
                 conn = self._local.conn = self._connect()
@@ -93,11 +98,14 @@ class SyncTransport:
                 conn.close()
                 conn = self._local.conn = None
                 if attempt or not reused:
-                    raise ConnectionError_(f"the daemon at {self.endpoint.url} closed the connection: {e}") from e
+                    raise ConnectionError_(
+                        f"the daemon at {self.endpoint.url} closed the connection: {e}"
+                    ) from e
             except OSError as e:
                 conn.close()
                 self._local.conn = None
                 raise ConnectionError_(f"request to {self.endpoint.url}{path} failed: {e}") from e
+        assert conn is not None and reply is not None and chunks is not None
         try:
             yield SyncReply(reply.status, reply.headers, chunks)
             for _ in chunks:  # drain what the caller did not read, so the connection is reusable
@@ -145,15 +153,23 @@ class AsyncTransport:
         if client is None:
             ep = self.endpoint
             client = httpx.AsyncClient(
-                base_url=ep.url, headers=ep.headers, verify=ep.verify,
-                timeout=httpx.Timeout(self.timeout), limits=httpx.Limits(max_connections=256),
+                base_url=ep.url,
+                headers=ep.headers,
+                verify=ep.verify,
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=256),
             )
             self._clients[loop] = client
         return client
 
     @asynccontextmanager
-    async def open(self, method: str, path: str, body: list[Any] | bytes | None = None,
-                   headers: dict[str, str] | None = None) -> AsyncIterator[AsyncReply]:
+    async def open(
+        self,
+        method: str,
+        path: str,
+        body: list[Any] | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[AsyncReply]:
         content = b"".join(body) if isinstance(body, list) else body
         try:
             async with self._client().stream(method, path, content=content, headers=headers) as response:

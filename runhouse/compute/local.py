@@ -7,6 +7,7 @@ Stopping sends SIGTERM to that pid and waits, then SIGKILLs the group only if it
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -66,7 +67,7 @@ def ping(host: str, port: int, timeout: float = 1.0) -> dict[str, object] | None
         reply = conn.getresponse()
         if reply.status != 200:
             return None
-        return json.loads(reply.read())  # type: ignore[no-any-return]
+        return json.loads(reply.read())
     except (OSError, ValueError, http.client.HTTPException):
         return None
     finally:
@@ -80,8 +81,9 @@ def _log_tail(settings: Settings, port: int, lines: int = 20) -> str:
         return "(no log)"
 
 
-def start_daemon(settings: Settings, host: str = "127.0.0.1", port: int | None = None,
-                 timeout: float = START_TIMEOUT_S) -> int:
+def start_daemon(
+    settings: Settings, host: str = "127.0.0.1", port: int | None = None, timeout: float = START_TIMEOUT_S
+) -> int:
     """Start the daemon detached and wait until it answers ``/check``; return its pid."""
     port = port or settings.port
     existing = daemon_pid(settings, port)
@@ -97,8 +99,11 @@ def start_daemon(settings: Settings, host: str = "127.0.0.1", port: int | None =
     with open(log_path(settings, port), "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runhouse.server", "--host", host, "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=child_environ({"RH_HOME": str(settings.home)}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=child_environ({"RH_HOME": str(settings.home)}),
         )
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -132,10 +137,8 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
         proc.kill()
     # Workers are the daemon's children in its process group (it leads its own session).
     if pgid == pid:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def stop_daemon(settings: Settings, port: int | None = None, timeout: float = STOP_TIMEOUT_S) -> bool:

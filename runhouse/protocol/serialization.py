@@ -24,9 +24,7 @@ SERIALIZATIONS = ("json", "pickle", "none")
 
 def check_serialization(name: Any) -> str:
     if name not in SERIALIZATIONS:
-        raise WireError(
-            f"unknown serialization {name!r}: use one of {', '.join(SERIALIZATIONS)}"
-        )
+        raise WireError(f"unknown serialization {name!r}: use one of {', '.join(SERIALIZATIONS)}")
     return str(name)
 
 
@@ -39,8 +37,7 @@ def serialize(obj: Any, serialization: str) -> bytes:
         return json.dumps(obj).encode()
     except (TypeError, ValueError) as e:
         raise WireError(
-            f"value of type {type(obj).__name__} cannot be sent as JSON ({e}); "
-            "use serialization='pickle'"
+            f"value of type {type(obj).__name__} cannot be sent as JSON ({e}); use serialization='pickle'"
         ) from e
 
 

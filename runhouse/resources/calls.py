@@ -40,7 +40,9 @@ CALL_OPTIONS = tuple(f.name for f in fields(Options))
 def make_options(base: Options, given: dict[str, Any]) -> Options:
     unknown = sorted(set(given) - set(CALL_OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown call option(s) {', '.join(unknown)}; valid options: {', '.join(CALL_OPTIONS)}")
+        raise ConfigError(
+            f"unknown call option(s) {', '.join(unknown)}; valid options: {', '.join(CALL_OPTIONS)}"
+        )
     if "serialization" in given and given["serialization"] not in SERIALIZATIONS:
         raise ConfigError(f"serialization must be one of {', '.join(SERIALIZATIONS)}")
     return replace(base, **given)
@@ -77,8 +79,14 @@ class RemoteResult:
 class RemoteCallable:
     """Calls ``method`` of the object ``key`` on ``cluster``; functions use method ``call``."""
 
-    def __init__(self, cluster: Cluster, key: str, method: str, signature: dict[str, Any],
-                 options: Options | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        key: str,
+        method: str,
+        signature: dict[str, Any],
+        options: Options | None = None,
+    ) -> None:
         self._cluster = cluster
         self._key = key
         self._method = method
@@ -87,8 +95,9 @@ class RemoteCallable:
 
     def options(self, **given: Any) -> RemoteCallable:
         """A copy that calls with these options: ``fn.options(stream_logs=False)(x)``."""
-        return RemoteCallable(self._cluster, self._key, self._method, self._signature,
-                              make_options(self._options, given))
+        return RemoteCallable(
+            self._cluster, self._key, self._method, self._signature, make_options(self._options, given)
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         kwargs, given = split_options(kwargs, self._signature)
@@ -118,7 +127,9 @@ class RemoteCallable:
             return client.acall(self._key, self._method, args, kwargs, options.wire())
         return client.call(self._key, self._method, args, kwargs, options.wire())
 
-    async def _remote_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: Options) -> RemoteResult:
+    async def _remote_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: Options
+    ) -> RemoteResult:
         await self._cluster.client.acall(self._key, self._method, args, kwargs, options.wire())
         return RemoteResult(self._cluster, options.run_name or "")
 

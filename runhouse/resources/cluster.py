@@ -30,9 +30,15 @@ CONNECTION_TYPES = ("none", "ssh", "tls")
 class Cluster(Resource):
     RESOURCE_TYPE = "cluster"
 
-    def __init__(self, name: str | None = None, host: str | list[str] = "localhost",
-                 server_port: int | None = None, server_connection_type: str = "none",
-                 default_env: Env | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        host: str | list[str] = "localhost",
+        server_port: int | None = None,
+        server_connection_type: str = "none",
+        default_env: Env | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         super().__init__(name)
         hosts = [host] if isinstance(host, str) else list(host)
         if not hosts:
@@ -60,7 +66,9 @@ class Cluster(Resource):
 
     def _require_local(self, what: str) -> None:
         if not self.is_local():
-            raise ConfigError(f"{what} for host {self.head!r} needs SSH cluster support, which is not available yet")
+            raise ConfigError(
+                f"{what} for host {self.head!r} needs SSH cluster support, which is not available yet"
+            )
 
     # -- connection -------------------------------------------------------------------------
     @cached_property
@@ -130,8 +138,11 @@ class Cluster(Resource):
         config = info.get("config") or {}
         stub_type = Resource.type_named(str(config.get("resource_type")))
         if stub_type is None or not hasattr(stub_type, "from_deployed"):
-            raise ObjectNotFound(f"{key!r} is a plain object ({info.get('kind')}), not a function or module; "
-                                 "use cluster.get(key) to fetch it", 404)
+            raise ObjectNotFound(
+                f"{key!r} is a plain object ({info.get('kind')}), not a function or module; "
+                "use cluster.get(key) to fetch it",
+                404,
+            )
         return stub_type.from_deployed(self, key, config, resolve_env(info.get("env")))
 
     def keys(self, env: Env | str | None = None) -> list[str]:
@@ -147,8 +158,13 @@ class Cluster(Resource):
     def envs(self) -> list[dict[str, Any]]:
         return self.client.envs()
 
-    def run(self, commands: str | list[str], cwd: str | None = None,
-            env_vars: dict[str, str] | None = None, stop_on_error: bool = False) -> list[tuple[int, str, str]]:
+    def run(
+        self,
+        commands: str | list[str],
+        cwd: str | None = None,
+        env_vars: dict[str, str] | None = None,
+        stop_on_error: bool = False,
+    ) -> list[tuple[int, str, str]]:
         """Run shell commands on the cluster: ``[(returncode, stdout, stderr), ...]``, one per command."""
         cmds = [commands] if isinstance(commands, str) else list(commands)
         results = self.client.run_bash(cmds, cwd=cwd, env_vars=env_vars, stop_on_error=stop_on_error)
@@ -161,26 +177,41 @@ class Cluster(Resource):
     # -- metadata ---------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         cfg = super().config()
-        cfg.update({"host": self.hosts, "server_port": self.server_port,
-                    "server_connection_type": self.server_connection_type,
-                    "default_env": self.default_env.config() if self.default_env else None})
+        cfg.update(
+            {
+                "host": self.hosts,
+                "server_port": self.server_port,
+                "server_connection_type": self.server_connection_type,
+                "default_env": self.default_env.config() if self.default_env else None,
+            }
+        )
         return cfg
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Cluster:
-        default_env = Env.from_config(config["default_env"]) if config.get("default_env") else None
-        return cls(name=config.get("name"), host=config.get("host", "localhost"),
-                   server_port=config.get("server_port"),
-                   server_connection_type=config.get("server_connection_type", "none"),
-                   default_env=default_env)  # type: ignore[arg-type]
+        default_env = Env._from_config(config["default_env"]) if config.get("default_env") else None
+        return cls(
+            name=config.get("name"),
+            host=config.get("host", "localhost"),
+            server_port=config.get("server_port"),
+            server_connection_type=config.get("server_connection_type", "none"),
+            default_env=default_env,
+        )
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name!r} {self.head}:{self.server_port}>"
 
 
-def cluster(name: str | None = None, host: str | list[str] | None = None, server_port: int | None = None,
-            server_connection_type: str | None = None, default_env: Env | None = None,
-            instance_type: str | None = None, provider: str | None = None, **kwargs: Any) -> Cluster:
+def cluster(
+    name: str | None = None,
+    host: str | list[str] | None = None,
+    server_port: int | None = None,
+    server_connection_type: str | None = None,
+    default_env: Env | None = None,
+    instance_type: str | None = None,
+    provider: str | None = None,
+    **kwargs: Any,
+) -> Cluster:
     """A cluster handle. ``rh.cluster(name="local", host="localhost", server_connection_type="none")``."""
     if instance_type is not None or provider is not None:
         raise ConfigError(
@@ -192,8 +223,13 @@ def cluster(name: str | None = None, host: str | list[str] | None = None, server
     if host is None:
         raise ConfigError("rh.cluster needs host= (e.g. host='localhost')")
     connection = server_connection_type or ("none" if (host in LOCAL_HOSTS) else "ssh")
-    return Cluster(name=name, host=host, server_port=server_port, server_connection_type=connection,
-                   default_env=default_env)
+    return Cluster(
+        name=name,
+        host=host,
+        server_port=server_port,
+        server_connection_type=connection,
+        default_env=default_env,
+    )
 
 
 def here() -> Cluster:

@@ -42,7 +42,9 @@ def code_spec(obj: Any) -> tuple[dict[str, Any], bytes]:
         or module_name.startswith("ipykernel")
     )
     if by_value:
-        return {"by_value": True, "name": getattr(obj, "__name__", "object")}, cloudpickle.dumps(obj, protocol=5)
+        return {"by_value": True, "name": getattr(obj, "__name__", "object")}, cloudpickle.dumps(
+            obj, protocol=5
+        )
     assert module_name is not None and file is not None
     return {"module": module_name, "qualname": qualname, "root": import_root(module_name, file)}, b""
 
@@ -78,6 +80,6 @@ def class_signature(cls: type) -> dict[str, Any]:
         methods[name] = signature_of(func)
         if isinstance(raw, classmethod):
             methods[name]["params"] = methods[name]["params"][1:]
-    init = signature_of(cls.__init__)
+    init = signature_of(cls.__dict__.get("__init__") or inspect.getattr_static(cls, "__init__"))
     init["params"] = init["params"][1:]
     return {"methods": methods, "init": init, "class_name": cls.__name__}

@@ -18,8 +18,13 @@ class Env(Resource):
 
     RESOURCE_TYPE = "env"
 
-    def __init__(self, name: str | None = None, env_vars: dict[str, str] | None = None,
-                 reqs: list[str] | None = None, setup_cmds: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        env_vars: dict[str, str] | None = None,
+        reqs: list[str] | None = None,
+        setup_cmds: list[str] | None = None,
+    ) -> None:
         super().__init__(name)
         self.env_vars = {str(k): str(v) for k, v in (env_vars or {}).items()}
         self.reqs = list(reqs or [])
@@ -39,16 +44,29 @@ class Env(Resource):
         return {"name": self.env_name, "env_vars": self.env_vars}
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "env_vars": self.env_vars, "reqs": self.reqs, "setup_cmds": self.setup_cmds}
+        return {
+            **super().config(),
+            "env_vars": self.env_vars,
+            "reqs": self.reqs,
+            "setup_cmds": self.setup_cmds,
+        }
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Env:
-        return cls(name=config.get("name"), env_vars=config.get("env_vars"),
-                   reqs=config.get("reqs"), setup_cmds=config.get("setup_cmds"))
+        return cls(
+            name=config.get("name"),
+            env_vars=config.get("env_vars"),
+            reqs=config.get("reqs"),
+            setup_cmds=config.get("setup_cmds"),
+        )
 
 
-def env(reqs: list[str] | None = None, env_vars: dict[str, str] | None = None, name: str | None = None,
-        setup_cmds: list[str] | None = None) -> Env:
+def env(
+    reqs: list[str] | None = None,
+    env_vars: dict[str, str] | None = None,
+    name: str | None = None,
+    setup_cmds: list[str] | None = None,
+) -> Env:
     """Describe a worker environment: ``rh.env(env_vars={"OMP_NUM_THREADS": "2"}, name="np_env")``."""
     return Env(name=name, env_vars=env_vars, reqs=reqs, setup_cmds=setup_cmds)
 

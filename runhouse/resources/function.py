@@ -23,9 +23,14 @@ from runhouse.resources.resource import Resource
 class Function(Resource):
     RESOURCE_TYPE = "function"
 
-    def __init__(self, fn: Callable[..., Any] | None = None, name: str | None = None,
-                 system: Cluster | None = None, env: Env | None = None,
-                 signature: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any] | None = None,
+        name: str | None = None,
+        system: Cluster | None = None,
+        env: Env | None = None,
+        signature: dict[str, Any] | None = None,
+    ) -> None:
         if fn is not None and not callable(fn):
             raise ConfigError(f"rh.function needs a callable, got {type(fn).__name__}")
         super().__init__(name or getattr(fn, "__name__", None))
@@ -46,10 +51,18 @@ class Function(Resource):
         env_obj = resolve_env(env)
         spec, payload = code_spec(self._fn)
         deployed = Function(self._fn, key, system, env_obj, self.signature)
-        system.client.deploy({
-            "key": key, "kind": "function", "env": env_obj.env_name, "env_config": env_obj.wire_config(),
-            "spec": spec, "serialization": "pickle", "config": deployed.config(),
-        }, payload)
+        system.client.deploy(
+            {
+                "key": key,
+                "kind": "function",
+                "env": env_obj.env_name,
+                "env_config": env_obj.wire_config(),
+                "spec": spec,
+                "serialization": "pickle",
+                "config": deployed.config(),
+            },
+            payload,
+        )
         return deployed
 
     # -- calling ----------------------------------------------------------------------------
@@ -67,7 +80,7 @@ class Function(Resource):
 
     def remote(self, *args: Any, **kwargs: Any) -> RemoteResult:
         """Run remotely and keep the result there: ``handle = fn.remote(x); handle.fetch()``."""
-        return self._callable().remote(*args, **kwargs)  # type: ignore[no-any-return]
+        return self._callable().remote(*args, **kwargs)
 
     def options(self, **given: Any) -> RemoteCallable:
         """Call with options: ``fn.options(stream_logs=False, run_name="r1")(x)``."""
@@ -80,11 +93,13 @@ class Function(Resource):
     # -- metadata -----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         cfg = super().config()
-        cfg.update({
-            "system": self.system.config() if self.system is not None else None,
-            "env": self.env.config() if self.env is not None else None,
-            "signature": self.signature,
-        })
+        cfg.update(
+            {
+                "system": self.system.config() if self.system is not None else None,
+                "env": self.env.config() if self.env is not None else None,
+                "signature": self.signature,
+            }
+        )
         return cfg
 
     @classmethod
@@ -94,13 +109,17 @@ class Function(Resource):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Function:
-        system = Cluster.from_config(config["system"]) if config.get("system") else None
-        env = Env.from_config(config["env"]) if config.get("env") else None
-        return cls(None, config.get("name"), system, env, config.get("signature"))  # type: ignore[arg-type]
+        system = Cluster._from_config(config["system"]) if config.get("system") else None
+        env = Env._from_config(config["env"]) if config.get("env") else None
+        return cls(None, config.get("name"), system, env, config.get("signature"))
 
 
-def function(fn: Callable[..., Any] | None = None, name: str | None = None,
-             system: Cluster | None = None, env: Env | str | None = None) -> Function:
+def function(
+    fn: Callable[..., Any] | None = None,
+    name: str | None = None,
+    system: Cluster | None = None,
+    env: Env | str | None = None,
+) -> Function:
     """Wrap a function to send it to a cluster: ``rh.function(fn).to(cluster)``.
 
     With only ``name`` and ``system``, returns a stub for a function already on that cluster.

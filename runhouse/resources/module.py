@@ -17,13 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from runhouse.exceptions import ConfigError
+from runhouse.protocol.serialization import serialize
+from runhouse.protocol.wire import GETATTR, SETATTR, CallOptions
 from runhouse.resources.calls import RemoteCallable
 from runhouse.resources.cluster import Cluster
 from runhouse.resources.code import class_signature, code_spec
 from runhouse.resources.env import Env, resolve_env
 from runhouse.resources.resource import Resource
-from runhouse.protocol.serialization import serialize
-from runhouse.protocol.wire import GETATTR, SETATTR, CallOptions
 
 
 def _deploy_class(cls: type, system: Cluster, env: Env) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -32,21 +32,44 @@ def _deploy_class(cls: type, system: Cluster, env: Env) -> tuple[str, dict[str, 
     spec, payload = code_spec(cls)
     signature = class_signature(cls)
     class_key = cls.__name__
-    system.client.deploy({
-        "key": class_key, "kind": "class", "env": env.env_name, "env_config": env.wire_config(),
-        "spec": spec, "serialization": "pickle", "config": {"resource_type": "module_class", "signature": signature},
-    }, payload)
+    system.client.deploy(
+        {
+            "key": class_key,
+            "kind": "class",
+            "env": env.env_name,
+            "env_config": env.wire_config(),
+            "spec": spec,
+            "serialization": "pickle",
+            "config": {"resource_type": "module_class", "signature": signature},
+        },
+        payload,
+    )
     return class_key, spec, signature
 
 
-def _construct(system: Cluster, env: Env, class_key: str, spec: dict[str, Any], signature: dict[str, Any],
-               key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RemoteModule:
+def _construct(
+    system: Cluster,
+    env: Env,
+    class_key: str,
+    spec: dict[str, Any],
+    signature: dict[str, Any],
+    key: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> RemoteModule:
     stub = RemoteModule(system, key, signature, env)
-    system.client.deploy({
-        "key": key, "kind": "module", "env": env.env_name, "env_config": env.wire_config(),
-        "spec": {"kind": "instance", "class_key": class_key, "class": spec}, "serialization": "pickle",
-        "config": stub.config(),
-    }, serialize({"args": list(args), "kwargs": kwargs}, "pickle"))
+    system.client.deploy(
+        {
+            "key": key,
+            "kind": "module",
+            "env": env.env_name,
+            "env_config": env.wire_config(),
+            "spec": {"kind": "instance", "class_key": class_key, "class": spec},
+            "serialization": "pickle",
+            "config": stub.config(),
+        },
+        serialize({"args": list(args), "kwargs": kwargs}, "pickle"),
+    )
     return stub
 
 
@@ -66,8 +89,16 @@ class RemoteClass:
         if "name" in self._rh_signature["init"]["params"] and name is not None:
             kwargs["name"] = name  # the class takes a `name` itself: it gets it too
         key = name or self._rh_cls.__name__.lower()
-        return _construct(self._rh_system, self._rh_env, self._rh_class_key, self._rh_spec,
-                          self._rh_signature, key, args, kwargs)
+        return _construct(
+            self._rh_system,
+            self._rh_env,
+            self._rh_class_key,
+            self._rh_spec,
+            self._rh_signature,
+            key,
+            args,
+            kwargs,
+        )
 
     def __getattr__(self, name: str) -> Any:
         methods = self.__dict__.get("_rh_signature", {}).get("methods", {})
@@ -107,8 +138,12 @@ class RemoteModule(Resource):
         if not name.startswith("_"):
             methods = object.__getattribute__(self, "_rh_signature").get("methods", {})
             if name in methods:
-                return RemoteCallable(object.__getattribute__(self, "_rh_system"),
-                                      object.__getattribute__(self, "_rh_key"), name, methods[name])
+                return RemoteCallable(
+                    object.__getattribute__(self, "_rh_system"),
+                    object.__getattribute__(self, "_rh_key"),
+                    name,
+                    methods[name],
+                )
         return object.__getattribute__(self, name)
 
     def __getattr__(self, name: str) -> Any:
@@ -127,9 +162,13 @@ class RemoteModule(Resource):
         return self._rh_system.get(self._rh_key)
 
     def config(self) -> dict[str, Any]:
-        return {"resource_type": self.RESOURCE_TYPE, "name": self._rh_key,
-                "system": self._rh_system.config(), "signature": self._rh_signature,
-                "env": self._rh_env.config() if self._rh_env is not None else None}
+        return {
+            "resource_type": self.RESOURCE_TYPE,
+            "name": self._rh_key,
+            "system": self._rh_system.config(),
+            "signature": self._rh_signature,
+            "env": self._rh_env.config() if self._rh_env is not None else None,
+        }
 
     @classmethod
     def from_deployed(cls, system: Cluster, key: str, config: dict[str, Any], env: Env) -> RemoteModule:
@@ -138,8 +177,8 @@ class RemoteModule(Resource):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> RemoteModule:
-        env = Env.from_config(config["env"]) if config.get("env") else None
-        return cls(Cluster.from_config(config["system"]), config["name"], config.get("signature") or {}, env)  # type: ignore[arg-type]
+        env = Env._from_config(config["env"]) if config.get("env") else None
+        return cls(Cluster._from_config(config["system"]), config["name"], config.get("signature") or {}, env)
 
     def __repr__(self) -> str:
         return f"<RemoteModule {self._rh_key!r} on {self._rh_system.name!r}>"
@@ -154,7 +193,7 @@ class Module:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
-        self._rh_init_args = (args, kwargs)
+        self._rh_init_args = (args, kwargs)  # type: ignore[attr-defined]
         return self
 
     def to(self, system: Cluster, env: Env | str | None = None, name: str | None = None) -> RemoteModule:

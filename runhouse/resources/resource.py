@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from runhouse.exceptions import ConfigError
 
-
 # Where each resource type is defined, so configs can be rebuilt in a process that has not
 # imported that module yet.
 _MODULES = {
@@ -41,7 +40,7 @@ class Resource:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Resource:
         kind = config.get("resource_type")
-        target = cls if cls.RESOURCE_TYPE == kind else Resource.type_named(str(kind))
+        target = cls if kind == cls.RESOURCE_TYPE else Resource.type_named(str(kind))
         if target is None:
             known = ", ".join(sorted(_MODULES))
             raise ConfigError(f"unknown resource_type {kind!r} in config; expected one of {known}")

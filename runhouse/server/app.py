@@ -67,7 +67,9 @@ class CallDispatcher:
             parts = path.split("/")
             if len(parts) == 3 and parts[1] and parts[2]:
                 try:
-                    reply = await calls.handle_call(self.state, scope, receive, unquote(parts[1]), unquote(parts[2]))
+                    reply = await calls.handle_call(
+                        self.state, scope, receive, unquote(parts[1]), unquote(parts[2])
+                    )
                 except Exception as exc:  # noqa: BLE001 - mapped to a status by type
                     reply = _error_reply(exc)
                 await reply(scope, receive, send)

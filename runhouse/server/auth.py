@@ -28,15 +28,20 @@ def _host_name(value: str) -> str:
 
 async def _deny(send: Any, status: int, error: str, detail: str) -> None:
     body = json.dumps({"error": error, "detail": detail, "status": status}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, token: str, allowed_hosts: set[str], max_body: int,
-                 token_hint: str) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, allowed_hosts: set[str], max_body: int, token_hint: str
+    ) -> None:
         self.app = app
         self._token = f"Bearer {token}".encode()
         self._allowed = {h.lower() for h in allowed_hosts} | LOOPBACK_NAMES
@@ -67,15 +72,23 @@ class GuardMiddleware:
                 return
         if scope["path"] not in OPEN_PATHS:
             if auth is None:
-                await _deny(send, 401, "AuthError",
-                            f"missing token: send 'Authorization: Bearer <token>' ({self._hint})")
+                await _deny(
+                    send,
+                    401,
+                    "AuthError",
+                    f"missing token: send 'Authorization: Bearer <token>' ({self._hint})",
+                )
                 return
             if not hmac.compare_digest(auth, self._token):
                 await _deny(send, 403, "AuthError", f"wrong token for this cluster ({self._hint})")
                 return
         if length is not None and int(length) > self._max_body:
-            await _deny(send, 413, "BadRequest",
-                        f"body of {int(length)} bytes is over the daemon's limit of {self._max_body}; "
-                        "raise max_body_mb in the settings or send less")
+            await _deny(
+                send,
+                413,
+                "BadRequest",
+                f"body of {int(length)} bytes is over the daemon's limit of {self._max_body}; "
+                "raise max_body_mb in the settings or send less",
+            )
             return
         await self.app(scope, receive, send)

@@ -39,10 +39,19 @@ def run_daemon(settings: Settings, host: str, port: int) -> None:
     settings = settings.with_(host=host, port=port)
     app = create_app(settings, port, token)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False,
-        loop="uvloop" if has_uvloop() else "asyncio", http="httptools", lifespan="on",
-        timeout_graceful_shutdown=5, server_header=False, date_header=False,
-        proxy_headers=False, timeout_keep_alive=120,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop" if has_uvloop() else "asyncio",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=120,
     )
     server = uvicorn.Server(config)
     try:

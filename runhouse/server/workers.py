@@ -59,8 +59,13 @@ class PendingCall:
 class WorkerHandle:
     """The daemon's side of one worker process."""
 
-    def __init__(self, name: str, env_vars: dict[str, str] | None, threads: int,
-                 on_exit: Callable[[WorkerHandle], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        env_vars: dict[str, str] | None,
+        threads: int,
+        on_exit: Callable[[WorkerHandle], None],
+    ) -> None:
         self.name = name
         self.env_vars = dict(env_vars or {})
         self.threads = threads
@@ -82,9 +87,21 @@ class WorkerHandle:
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "runhouse.server.worker", "--fd", str(theirs.fileno()),
-                 "--name", self.name, "--threads", str(self.threads)],
-                pass_fds=[theirs.fileno()], env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "runhouse.server.worker",
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--name",
+                    self.name,
+                    "--threads",
+                    str(self.threads),
+                ],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         finally:
@@ -98,7 +115,9 @@ class WorkerHandle:
             await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT_S)
         except asyncio.TimeoutError:
             await self.stop()
-            raise WorkerDied(f"worker {self.name!r} (pid {self.pid}) did not start in {START_TIMEOUT_S:.0f}s") from None
+            raise WorkerDied(
+                f"worker {self.name!r} (pid {self.pid}) did not start in {START_TIMEOUT_S:.0f}s"
+            ) from None
         self.alive = True
         log.info("worker %s started (pid %s)", self.name, self.pid)
 
@@ -143,10 +162,18 @@ class WorkerHandle:
         how = _describe_exit(code)
         if not self._stopping:
             log.warning("worker %s (pid %s) %s", self.name, self.pid, how)
-        message = (f"worker {self.name!r} (pid {self.pid}) {how} while handling this call; "
-                   "its objects are gone, and the next deploy to this env starts a new worker")
-        info = {"type": "runhouse.exceptions.WorkerDied", "message": message, "traceback": "",
-                "pickled": None, "status": 503, "worker_died": True}
+        message = (
+            f"worker {self.name!r} (pid {self.pid}) {how} while handling this call; "
+            "its objects are gone, and the next deploy to this env starts a new worker"
+        )
+        info = {
+            "type": "runhouse.exceptions.WorkerDied",
+            "message": message,
+            "traceback": "",
+            "pickled": None,
+            "status": 503,
+            "worker_died": True,
+        }
         for cid, pending in list(self._pending.items()):
             pending.push(("error", cid, info), None)
         self._pending.clear()
@@ -178,8 +205,12 @@ class WorkerHandle:
             await loop.run_in_executor(None, self._wait_exit, timeout)
 
     def stats(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"name": self.name, "pid": self.pid, "alive": self.alive,
-                                "in_flight": len(self._pending)}
+        info: dict[str, Any] = {
+            "name": self.name,
+            "pid": self.pid,
+            "alive": self.alive,
+            "in_flight": len(self._pending),
+        }
         if self.pid is None:
             return info
         try:

@@ -120,8 +120,7 @@ class Counter:
         return self.value
 
     def countdown(self, n):
-        for i in range(n, 0, -1):
-            yield i
+        yield from range(n, 0, -1)
 
 
 class Named:

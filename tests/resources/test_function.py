@@ -8,7 +8,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import user_funcs as uf
@@ -42,13 +41,15 @@ def test_exception_keeps_type_and_remote_traceback(cluster):
 
 
 def test_exception_of_unknown_type_becomes_remote_exception(cluster, tmp_path):
-    (tmp_path / "vanishing_mod.py").write_text(textwrap.dedent("""
+    (tmp_path / "vanishing_mod.py").write_text(
+        textwrap.dedent("""
         class OnlyOnTheClusterError(Exception):
             pass
 
         def raise_it():
             raise OnlyOnTheClusterError("made remotely")
-    """))
+    """)
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         import vanishing_mod
@@ -109,7 +110,11 @@ def test_output_can_be_turned_off(cluster, capsys):
 
 def test_parameter_named_like_option_reaches_function(cluster, capsys):
     fn = rh.function(uf.takes_options).to(cluster)
-    assert fn(1, stream_logs="mine", run_name="also mine") == {"x": 1, "stream_logs": "mine", "run_name": "also mine"}
+    assert fn(1, stream_logs="mine", run_name="also mine") == {
+        "x": 1,
+        "stream_logs": "mine",
+        "run_name": "also mine",
+    }
     # a function without such a parameter treats the keyword as a call option
     add = rh.function(uf.add).to(cluster)
     assert add(1, 2, stream_logs=False) == 3
@@ -202,7 +207,8 @@ def test_edited_source_is_picked_up_on_next_to(cluster, tmp_path):
 
 def test_main_module_function_is_sent_by_value(cluster, tmp_path):
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import runhouse as rh
 
         def shout(text):
@@ -211,17 +217,20 @@ def test_main_module_function_is_sent_by_value(cluster, tmp_path):
         c = rh.cluster(name="x", host="localhost", server_port={cluster.server_port})
         print(rh.function(shout).to(c)("hello"))
         print(rh.function(lambda x: x * 3, name="triple").to(c)(5))
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                         cwd=tmp_path)
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["HELLO!", "15"]
 
 
 def test_function_stub_by_name_from_another_client(cluster):
     rh.function(uf.add).to(cluster, name="shared_add")
-    again = rh.function(name="shared_add", system=rh.cluster(name="other", host="localhost",
-                                                             server_port=cluster.server_port))
+    again = rh.function(
+        name="shared_add", system=rh.cluster(name="other", host="localhost", server_port=cluster.server_port)
+    )
     assert again(5, 6) == 11
 
 

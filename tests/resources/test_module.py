@@ -63,12 +63,14 @@ def test_fetch_returns_a_local_copy(remote_counter_cls):
 def test_two_clients_share_the_live_object(cluster, remote_counter_cls, tmp_path):
     remote_counter_cls(start=10, name="shared_counter")
     script = tmp_path / "other_client.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import runhouse as rh
         c = rh.cluster(name="again", host="localhost", server_port={cluster.server_port})
         counter = c.get("shared_counter", remote=True)
         print(counter.incr(by=5))
-    """))
+    """)
+    )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "15"

@@ -18,8 +18,11 @@ from runhouse.compute import local
 @pytest.fixture(scope="module")
 def http(cluster):
     token = local.read_token(cluster.settings, cluster.server_port)
-    with httpx.Client(base_url=f"http://127.0.0.1:{cluster.server_port}",
-                      headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{cluster.server_port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ) as client:
         rh.function(uf.add).to(cluster)
         rh.function(uf.print_and_return).to(cluster)
         rh.function(uf.fail).to(cluster)
@@ -102,16 +105,55 @@ def test_user_exception_is_an_envelope_not_a_bare_500(http):
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status", "says"),
     [
-        ("POST", "/add/call", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+        (
+            "POST",
+            "/add/call",
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
         ("POST", "/add/call", {"json": [1, 2]}, 400, "must be a JSON object"),
-        ("POST", "/add/call", {"json": {"data": {}, "serialization": "yaml"}}, 400, "unknown serialization 'yaml'"),
+        (
+            "POST",
+            "/add/call",
+            {"json": {"data": {}, "serialization": "yaml"}},
+            400,
+            "unknown serialization 'yaml'",
+        ),
         ("POST", "/add/call", {"json": {"data": "!!", "serialization": "pickle"}}, 400, "base64"),
-        ("POST", "/add/call", {"json": {"data": base64.b64encode(b"junk").decode(), "serialization": "pickle"}}, 400, "not a valid pickle"),
-        ("POST", "/add/call", {"json": {"data": {"args": 5}, "serialization": "none"}}, 400, '{"args": [...], "kwargs": {...}}'),
+        (
+            "POST",
+            "/add/call",
+            {"json": {"data": base64.b64encode(b"junk").decode(), "serialization": "pickle"}},
+            400,
+            "not a valid pickle",
+        ),
+        (
+            "POST",
+            "/add/call",
+            {"json": {"data": {"args": 5}, "serialization": "none"}},
+            400,
+            '{"args": [...], "kwargs": {...}}',
+        ),
         ("POST", "/nothing_here/call", {"json": {"data": {}}}, 404, "no object named 'nothing_here'"),
-        ("POST", "/add/no_such_method", {"json": {"data": {}}}, 404, "has no method or attribute 'no_such_method'"),
+        (
+            "POST",
+            "/add/no_such_method",
+            {"json": {"data": {}}},
+            404,
+            "has no method or attribute 'no_such_method'",
+        ),
         ("POST", "/add/__class__", {"json": {"data": {}}}, 403, "private"),
-        ("POST", "/add/call", {"content": b"\x00\x00\x00\x09{garbage}", "headers": {"Content-Type": "application/vnd.rh.frames"}}, 400, "frame header is not valid JSON"),
+        (
+            "POST",
+            "/add/call",
+            {
+                "content": b"\x00\x00\x00\x09{garbage}",
+                "headers": {"Content-Type": "application/vnd.rh.frames"},
+            },
+            400,
+            "frame header is not valid JSON",
+        ),
         ("POST", "/rename", {"json": {"key": "kept"}}, 400, "missing 'new_key'"),
         ("POST", "/rename", {"json": {"key": "kept", "new_key": "a/b"}}, 400, "without '/'"),
         ("POST", "/delete_object", {"json": {"keys": "kept"}}, 400, "must be a list"),
@@ -132,8 +174,12 @@ def test_bad_input_gets_a_clear_4xx_and_keeps_objects(http, cluster, method, pat
 def test_oversized_body_is_refused_before_reading(cluster):
     token = local.read_token(cluster.settings, cluster.server_port)
     with socket.create_connection(("127.0.0.1", cluster.server_port), timeout=10) as sock:
-        sock.sendall((f"POST /add/call HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {10 * 2**40}\r\n\r\n{{}}").encode())
+        sock.sendall(
+            (
+                f"POST /add/call HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {10 * 2**40}\r\n\r\n{{}}"
+            ).encode()
+        )
         reply = b""
         while b"limit" not in reply:
             chunk = sock.recv(65536)

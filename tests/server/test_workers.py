@@ -19,7 +19,9 @@ def test_worker_crash_is_reported_and_isolated(own_cluster, killer):
     c.put("doomed", [1, 2], env=crash_env)
     old_pid = rh.function(uf.getpid).to(c, env=crash_env, name="crashy_pid")()
 
-    with pytest.raises(WorkerDied, match=r"worker 'crashy' \(pid \d+\) (exited with code 3|was killed by signal SIGSEGV)"):
+    with pytest.raises(
+        WorkerDied, match=r"worker 'crashy' \(pid \d+\) (exited with code 3|was killed by signal SIGSEGV)"
+    ):
         killer_fn()
 
     assert add_elsewhere(2, 2) == 4  # the daemon and other workers keep serving

@@ -22,7 +22,7 @@ RUN_BASH_TIMEOUT_S = 3600
 
 
 def _state(request: Request) -> DaemonState:
-    return request.app.state.rh  # type: ignore[no-any-return]
+    return request.app.state.rh
 
 
 async def check(request: Request) -> Response:
@@ -41,16 +41,18 @@ async def status(request: Request) -> Response:
                 info["running"] = header[2]["running"]
         workers.append(info)
     me = psutil.Process()
-    return JSONResponse({
-        "rh_version": __version__,
-        "pid": os.getpid(),
-        "port": state.port,
-        "uptime_s": round(time.time() - state.started, 1),
-        "daemon_rss_mb": round(me.memory_info().rss / 2**20, 1),
-        "calls_served": state.calls_served,
-        "idle_s": round(time.time() - state.last_activity, 1),
-        "workers": workers,
-    })
+    return JSONResponse(
+        {
+            "rh_version": __version__,
+            "pid": os.getpid(),
+            "port": state.port,
+            "uptime_s": round(time.time() - state.started, 1),
+            "daemon_rss_mb": round(me.memory_info().rss / 2**20, 1),
+            "calls_served": state.calls_served,
+            "idle_s": round(time.time() - state.last_activity, 1),
+            "workers": workers,
+        }
+    )
 
 
 async def envs(request: Request) -> Response:
@@ -58,9 +60,15 @@ async def envs(request: Request) -> Response:
     out = []
     for name, config in state.env_configs.items():
         handle = state.workers.get(name)
-        out.append({"name": name, "pid": handle.pid if handle else None,
-                    "running": bool(handle and handle.alive), "env_vars": sorted(config.get("env_vars") or {}),
-                    "objects": state.registry.keys(name)})
+        out.append(
+            {
+                "name": name,
+                "pid": handle.pid if handle else None,
+                "running": bool(handle and handle.alive),
+                "env_vars": sorted(config.get("env_vars") or {}),
+                "objects": state.registry.keys(name),
+            }
+        )
     return JSONResponse({"envs": out})
 
 
@@ -90,15 +98,26 @@ async def logs(request: Request) -> Response:
     body = await json_body(request, ("run_name",))
     run_name = body["run_name"]
     if run_name not in state.run_logs and run_name not in state.running_runs:
-        raise BadRequest(f"no output recorded for run {run_name!r} (only named runs that print are kept)", 404)
-    return JSONResponse({"run_name": run_name, "running": run_name in state.running_runs,
-                         "output": "".join(state.run_logs.get(run_name, []))})
+        raise BadRequest(
+            f"no output recorded for run {run_name!r} (only named runs that print are kept)", 404
+        )
+    return JSONResponse(
+        {
+            "run_name": run_name,
+            "running": run_name in state.running_runs,
+            "output": "".join(state.run_logs.get(run_name, [])),
+        }
+    )
 
 
 async def _run_one(command: str, cwd: str | None, env: dict[str, str]) -> list[Any]:
     proc = await asyncio.create_subprocess_shell(
-        command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd,
-        env={**os.environ, **env}, start_new_session=True,
+        command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env={**os.environ, **env},
+        start_new_session=True,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), RUN_BASH_TIMEOUT_S)

@@ -26,7 +26,9 @@ def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
     try:
         envelope = json.loads(raw) if raw else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"body is not valid JSON ({e}); send {{\"data\": {{\"args\": [], \"kwargs\": {{}}}}}}", 400) from e
+        raise BadRequest(
+            f'body is not valid JSON ({e}); send {{"data": {{"args": [], "kwargs": {{}}}}}}', 400
+        ) from e
     if not isinstance(envelope, dict):
         raise BadRequest('body must be a JSON object like {"data": {"args": [], "kwargs": {}}}', 400)
     ser = check_serialization(envelope.get("serialization", "none"))
@@ -62,7 +64,7 @@ async def _read_body(receive: Any) -> bytes:
 def _header(scope: Any, name: bytes) -> str:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
+            return value.decode("latin-1")
     return ""
 
 
@@ -73,7 +75,11 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
     if scope["method"] == "GET":
         params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         ser = "none"
-        options: dict[str, Any] = {"stream_logs": False, "run_name": params.pop("run_name", None), "remote": False}
+        options: dict[str, Any] = {
+            "stream_logs": False,
+            "run_name": params.pop("run_name", None),
+            "remote": False,
+        }
         payload: Any = json.dumps({"args": [], "kwargs": params}).encode()
         fmt = "none"
     elif scope["method"] == "POST":
@@ -81,8 +87,11 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
         if _header(scope, b"content-type").startswith(FRAMES_CONTENT_TYPE):
             header, payload = decode_single_frame(raw)
             ser = check_serialization(header.get("serialization", "pickle"))
-            options = {"stream_logs": bool(header.get("stream_logs", True)),
-                       "run_name": header.get("run_name"), "remote": bool(header.get("remote"))}
+            options = {
+                "stream_logs": bool(header.get("stream_logs", True)),
+                "run_name": header.get("run_name"),
+                "remote": bool(header.get("remote")),
+            }
             fmt = "frames"
         else:
             ser, options, payload = _json_call_body(raw)

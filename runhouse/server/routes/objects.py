@@ -20,7 +20,7 @@ from runhouse.server.workers import DEFAULT_ENV
 
 
 def _state(request: Request) -> DaemonState:
-    return request.app.state.rh  # type: ignore[no-any-return]
+    return request.app.state.rh
 
 
 async def _replace_elsewhere(state: DaemonState, key: str, env: str) -> None:
@@ -38,7 +38,9 @@ async def put_object(request: Request) -> Response:
     ser = check_serialization(fields.get("serialization", "pickle" if frames else "json"))
     if not frames:
         data = fields.get("data")
-        payload = base64.b64decode(data) if ser == "pickle" else json.dumps(data).encode()
+        if ser == "pickle" and not isinstance(data, str):
+            raise BadRequest("with serialization 'pickle', data must be a base64 string of the pickle", 400)
+        payload = base64.b64decode(str(data)) if ser == "pickle" else json.dumps(data).encode()
     worker = await state.worker(env)
     await _replace_elsewhere(state, key, env)
     header, _ = await worker.request("put", key, ser, body=payload)
@@ -117,7 +119,9 @@ async def deploy(request: Request) -> Response:
     env_config: dict[str, Any] | None = fields.get("env_config")
     env = check_env_name(fields.get("env") or (env_config or {}).get("name") or DEFAULT_ENV)
     spec = fields["spec"]
-    if not isinstance(spec, dict) or not (spec.get("by_value") or spec.get("module") or spec.get("kind") == "instance"):
+    if not isinstance(spec, dict) or not (
+        spec.get("by_value") or spec.get("module") or spec.get("kind") == "instance"
+    ):
         raise BadRequest("'spec' must name a module and qualname, be by_value, or be an instance spec", 400)
     if spec.get("by_value") and not frames:
         raise BadRequest("deploying by value needs a frames body holding the pickle", 400)

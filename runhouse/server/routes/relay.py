@@ -45,8 +45,13 @@ class Reply:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         size = sum(len(p) for p in self.parts)
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": [(b"content-type", self.content_type), (b"content-length", str(size).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [(b"content-type", self.content_type), (b"content-length", str(size).encode())],
+            }
+        )
         last = len(self.parts) - 1
         for i, part in enumerate(self.parts):
             await send({"type": "http.response.body", "body": part, "more_body": i < last})
@@ -67,12 +72,17 @@ def _frame(header: Any, body: Any) -> list[Any]:
         return encode_frame(meta, body or b"")
     if kind == "error":
         info = header[2]
-        meta = {"output_type": OutputType.EXCEPTION, "error": {k: info[k] for k in ("type", "message", "traceback")},
-                "serialization": "pickle" if info.get("pickled") else None}
+        meta = {
+            "output_type": OutputType.EXCEPTION,
+            "error": {k: info[k] for k in ("type", "message", "traceback")},
+            "serialization": "pickle" if info.get("pickled") else None,
+        }
         return encode_frame(meta, info.get("pickled") or b"")
     if kind == "end":
         return encode_frame({"output_type": OutputType.SUCCESS})
-    return encode_frame({"output_type": OutputType.CONFIG, "serialization": "json"}, json.dumps(header[2]).encode())
+    return encode_frame(
+        {"output_type": OutputType.CONFIG, "serialization": "json"}, json.dumps(header[2]).encode()
+    )
 
 
 def _envelope(header: Any, body: Any) -> bytes:
@@ -81,15 +91,19 @@ def _envelope(header: Any, body: Any) -> bytes:
         return json_envelope(OutputType.STDOUT, header[2], "none")
     if kind in ("item", "result"):
         ser = header[2]
-        data = base64.b64encode(body or b"").decode() if ser == "pickle" else (bytes(body or b"").decode() or "null")
+        data = (
+            base64.b64encode(body or b"").decode()
+            if ser == "pickle"
+            else (bytes(body or b"").decode() or "null")
+        )
         out_type = OutputType.STREAM_ITEM if kind == "item" else OutputType.RESULT
         return json_envelope(out_type, data, ser)
     if kind == "error":
         info = header[2]
-        data = {k: info[k] for k in ("type", "message", "traceback")}
+        error = {k: info[k] for k in ("type", "message", "traceback")}
         if info.get("pickled"):
-            data["pickled"] = base64.b64encode(info["pickled"]).decode()
-        return json_envelope(OutputType.EXCEPTION, data, "pickle" if info.get("pickled") else "json")
+            error["pickled"] = base64.b64encode(info["pickled"]).decode()
+        return json_envelope(OutputType.EXCEPTION, error, "pickle" if info.get("pickled") else "json")
     if kind == "end":
         return json_envelope(OutputType.SUCCESS, None, "none")
     return json_envelope(OutputType.CONFIG, header[2], "none")
@@ -98,7 +112,7 @@ def _envelope(header: Any, body: Any) -> bytes:
 def _status_of(header: Any) -> int | None:
     """HTTP status for an error reply about the request itself (not a user exception)."""
     if header[0] == "error":
-        return header[2].get("status")  # type: ignore[no-any-return]
+        return header[2].get("status")
     return None
 
 
@@ -109,7 +123,9 @@ def _simple_json(header: Any, body: Any) -> Any:
         return Reply([body or b"null"], "application/json")
     if kind == "error":
         info = header[2]
-        return error_response(500, info["type"], info["message"] + ("\n" + info["traceback"] if info["traceback"] else ""))
+        return error_response(
+            500, info["type"], info["message"] + ("\n" + info["traceback"] if info["traceback"] else "")
+        )
     if kind == "ok":
         return Reply([json.dumps(header[2]).encode()], "application/json")
     return Reply([b"null"], "application/json")
@@ -118,8 +134,15 @@ def _simple_json(header: Any, body: Any) -> Any:
 OnFinal = Callable[[Any], None] | None
 
 
-async def relay(state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall,
-                fmt: str, run_name: str | None, on_final: OnFinal = None) -> Any:
+async def relay(
+    state: DaemonState,
+    worker: WorkerHandle,
+    cid: int,
+    pending: PendingCall,
+    fmt: str,
+    run_name: str | None,
+    on_final: OnFinal = None,
+) -> Any:
     """Build the response for a submitted request; ``fmt`` is ``frames``, ``json`` or ``none``.
 
     ``on_final(header)`` sees the final reply before it is sent (deploy uses it to register keys).
@@ -168,8 +191,17 @@ class _Watched(PendingCall):
 class _Streamed:
     """A chunked reply relaying each worker message as it arrives."""
 
-    def __init__(self, state: DaemonState, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str,
-                 run_name: str | None, header: Any, body: Any) -> None:
+    def __init__(
+        self,
+        state: DaemonState,
+        worker: WorkerHandle,
+        cid: int,
+        pending: PendingCall,
+        fmt: str,
+        run_name: str | None,
+        header: Any,
+        body: Any,
+    ) -> None:
         self.status = 200
         self._args = (state, worker, cid, pending, fmt, run_name)
         self._first = (header, body)
@@ -178,18 +210,20 @@ class _Streamed:
         state, worker, cid, pending, fmt, run_name = self._args
         header, body = self._first
         content_type = FRAMES_CONTENT_TYPE if fmt == "frames" else NDJSON_CONTENT_TYPE
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", content_type.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
         try:
             if run_name:
                 state.running_runs.add(run_name)
             while True:
                 if header[0] == "out" and run_name:
                     state.record_output(run_name, header[2])
-                if fmt == "frames":
-                    chunk = b"".join(_frame(header, body))
-                else:
-                    chunk = _envelope(header, body) + b"\n"
+                chunk = b"".join(_frame(header, body)) if fmt == "frames" else _envelope(header, body) + b"\n"
                 final = header[0] in FINAL_KINDS
                 await send({"type": "http.response.body", "body": chunk, "more_body": not final})
                 if final:

@@ -36,7 +36,7 @@ async def serve(fd: int, name: str, threads: int) -> None:
     channel = await open_channel(sock, on_message, on_close)
     runtime = WorkerRuntime(name, channel.send, loop, threads)
     channel.send(("hello", 0, os.getpid()), None)
-    loop.add_signal_handler(signal.SIGTERM, lambda: closed.done() or closed.set_result(None))
+    loop.add_signal_handler(signal.SIGTERM, on_close, None)
     await closed
     runtime.shutdown()
 

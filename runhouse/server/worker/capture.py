@@ -10,6 +10,7 @@ of prints becomes one message, and a call that prints nothing costs nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import sys
@@ -41,10 +42,8 @@ class OutputSink:
             if self._scheduled:
                 return
             self._scheduled = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed while the worker shuts down
             self._loop.call_soon_threadsafe(self.flush)
-        except RuntimeError:  # loop closed while the worker shuts down
-            pass
 
     def flush(self) -> None:
         """Send what was buffered (runs on the loop; call it before the final reply)."""
@@ -97,8 +96,8 @@ class _SinkHandler(logging.Handler):
 
 def install() -> None:
     """Route this process's stdout, stderr and root logging through the per-call sinks."""
-    sys.stdout = RoutedStream(sys.__stdout__)  # type: ignore[assignment]
-    sys.stderr = RoutedStream(sys.__stderr__)  # type: ignore[assignment]
+    sys.stdout = RoutedStream(sys.__stdout__ or sys.stdout)
+    sys.stderr = RoutedStream(sys.__stderr__ or sys.stderr)
     handler = _SinkHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s | %(name)s | %(message)s"))
     root = logging.getLogger()

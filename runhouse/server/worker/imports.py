@@ -7,6 +7,7 @@ the last import, the module is reloaded (its stale bytecode cache removed first)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -36,10 +37,8 @@ def import_module_fresh(module: str, root: str | None) -> ModuleType:
         if path and os.path.exists(path) and _loaded_stamp.get(module) != _stamp(path):
             cached = importlib.util.cache_from_source(path) if path.endswith(".py") else None
             if cached and os.path.exists(cached):
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(cached)
-                except OSError:
-                    pass
             mod = importlib.reload(mod)
     path = getattr(mod, "__file__", None)
     if path and os.path.exists(path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import os
 import time
@@ -85,7 +86,7 @@ class WorkerRuntime:
             return
         sink = None
         if opts.get("stream_logs"):
-            sink = OutputSink(self._loop, lambda text, cid=cid: self._send(("out", cid, text), None))
+            sink = OutputSink(self._loop, functools.partial(self._send_output, cid))
         ctx = contextvars.copy_context()
         if sink is not None:
             ctx.run(current_sink.set, sink)
@@ -114,7 +115,7 @@ class WorkerRuntime:
         if method == "call" and not hasattr(obj, "call"):
             if not callable(obj):
                 raise CallError(f"object {key!r} ({type(obj).__name__}) is not callable", 400)
-            return obj  # type: ignore[no-any-return]
+            return obj
         if method.startswith("_"):
             raise CallError(f"method {method!r} of {key!r} is private; only public names can be called", 403)
         try:
@@ -124,22 +125,33 @@ class WorkerRuntime:
                 f"object {key!r} ({type(obj).__name__}) has no method or attribute {method!r}", 404
             ) from None
         if callable(attr):
-            return attr  # type: ignore[no-any-return]
+            return attr
 
         def read_attribute() -> Any:
             return attr
 
         return read_attribute
 
-    def _run_inline(self, speed: _Speed, cid: int, fn: Any, args: list[Any], kwargs: dict[str, Any],
-                    ser: str, sink: OutputSink | None, store_as: str | None) -> None:
+    def _run_inline(
+        self,
+        speed: _Speed,
+        cid: int,
+        fn: Any,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        ser: str,
+        sink: OutputSink | None,
+        store_as: str | None,
+    ) -> None:
         """Run a callable known to be quick on the loop thread, saving two thread switches."""
         start = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
             if inspect.isgenerator(result) or inspect.isawaitable(result):
                 speed.demote()  # needs the general path; finish this one there
-                self._pool.submit(contextvars.copy_context().run, self._finish_sync, cid, result, ser, sink, store_as)
+                self._pool.submit(
+                    contextvars.copy_context().run, self._finish_sync, cid, result, ser, sink, store_as
+                )
                 return
             reply = self._result_reply(cid, result, ser, store_as)
         except BaseException as e:  # noqa: BLE001
@@ -147,21 +159,33 @@ class WorkerRuntime:
         speed.observe_inline(time.perf_counter() - start)
         self._reply(cid, sink, reply[0], reply[1], True)
 
-    def _run_sync(self, cid: int, fn: Any, args: list[Any], kwargs: dict[str, Any],
-                  ser: str, sink: OutputSink | None, store_as: str | None, speed: _Speed | None = None) -> None:
+    def _run_sync(
+        self,
+        cid: int,
+        fn: Any,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        ser: str,
+        sink: OutputSink | None,
+        store_as: str | None,
+        speed: _Speed | None = None,
+    ) -> None:
         """Runs in a pool thread; hands the reply to the loop."""
         start = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001
             self._loop.call_soon_threadsafe(
-                self._reply, cid, sink, ("error", cid, error_info(e, ser == "pickle")), None, True)
+                self._reply, cid, sink, ("error", cid, error_info(e, ser == "pickle")), None, True
+            )
             return
         if speed is not None:
             speed.observe_thread(time.perf_counter() - start, inspect.isgenerator(result))
         self._finish_sync(cid, result, ser, sink, store_as)
 
-    def _finish_sync(self, cid: int, result: Any, ser: str, sink: OutputSink | None, store_as: str | None) -> None:
+    def _finish_sync(
+        self, cid: int, result: Any, ser: str, sink: OutputSink | None, store_as: str | None
+    ) -> None:
         """In a pool thread: await or iterate ``result`` as needed and post the reply."""
         post = self._loop.call_soon_threadsafe
         try:
@@ -177,8 +201,16 @@ class WorkerRuntime:
             reply = (("error", cid, error_info(e, ser == "pickle")), None)
         post(self._reply, cid, sink, reply[0], reply[1], True)
 
-    async def _run_async(self, cid: int, fn: Any, args: list[Any], kwargs: dict[str, Any],
-                         ser: str, sink: OutputSink | None, store_as: str | None) -> None:
+    async def _run_async(
+        self,
+        cid: int,
+        fn: Any,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        ser: str,
+        sink: OutputSink | None,
+        store_as: str | None,
+    ) -> None:
         try:
             if inspect.isasyncgenfunction(fn) and store_as is None:
                 async for item in fn(*args, **kwargs):
@@ -200,6 +232,9 @@ class WorkerRuntime:
             return ("result", cid, ser, {"stored_key": store_as}), serialize(ref, ser)
         return ("result", cid, ser, None), serialize(result, ser)
 
+    def _send_output(self, cid: int, text: str) -> None:
+        self._send(("out", cid, text), None)
+
     def _reply(self, cid: int, sink: OutputSink | None, header: Any, body: Any, final: bool = False) -> None:
         if sink is not None:
             sink.flush()
@@ -216,7 +251,7 @@ class WorkerRuntime:
             args, kwargs = _decode_args(body, ser)
             sink = None
             if spec.get("stream_logs", True):
-                sink = OutputSink(self._loop, lambda text: self._send(("out", cid, text), None))
+                sink = OutputSink(self._loop, functools.partial(self._send_output, cid))
             ctx = contextvars.copy_context()
             if sink is not None:
                 ctx.run(current_sink.set, sink)

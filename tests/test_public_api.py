@@ -1,0 +1,87 @@
+"""The public surface and the import layering that keeps the package maintainable."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import runhouse as rh
+
+PACKAGE = Path(rh.__file__).parent
+
+
+def test_all_lists_exactly_the_public_api():
+    assert set(rh.__all__) == {
+        "AuthError",
+        "BadRequest",
+        "Cluster",
+        "ConfigError",
+        "ConnectionError_",
+        "Env",
+        "Function",
+        "Module",
+        "ObjectNotFound",
+        "RemoteException",
+        "RemoteModule",
+        "RemoteResult",
+        "Resource",
+        "RunhouseError",
+        "ServerError",
+        "WorkerDied",
+        "__version__",
+        "cluster",
+        "env",
+        "function",
+        "here",
+        "module",
+    }
+    for name in rh.__all__:
+        assert getattr(rh, name) is not None
+
+
+def test_errors_share_one_root():
+    for name in (
+        "AuthError",
+        "BadRequest",
+        "ConfigError",
+        "ConnectionError_",
+        "ObjectNotFound",
+        "RemoteException",
+        "ServerError",
+        "WorkerDied",
+    ):
+        assert issubclass(getattr(rh, name), rh.RunhouseError)
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return {name for name in found if name.startswith("runhouse")}
+
+
+def _layer_imports(layer: str) -> dict[str, set[str]]:
+    return {str(p.relative_to(PACKAGE)): _imports(p) for p in (PACKAGE / layer).rglob("*.py")}
+
+
+def test_protocol_imports_nothing_else_of_ours():
+    for path, names in _layer_imports("protocol").items():
+        outside = {n for n in names if not n.startswith("runhouse.protocol")}
+        assert not outside, f"{path} imports {outside}"
+
+
+def test_server_does_not_import_client_side_resources():
+    for path, names in _layer_imports("server").items():
+        bad = {n for n in names if n.startswith(("runhouse.resources", "runhouse.client", "runhouse.cli"))}
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_only_settings_reads_the_environment():
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "settings.py":
+            continue
+        source = path.read_text()
+        assert "os.environ.get(" not in source and "os.getenv(" not in source, path
