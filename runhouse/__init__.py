@@ -32,7 +32,10 @@ _EXPORTS = {
     "Cluster": "runhouse.resources.cluster",
     "cluster": "runhouse.resources.cluster",
     "Env": "runhouse.resources.env",
+    "CondaEnv": "runhouse.resources.env",
     "env": "runhouse.resources.env",
+    "conda_env": "runhouse.resources.env",
+    "EnvSetupError": "runhouse.exceptions",
     "Function": "runhouse.resources.function",
     "function": "runhouse.resources.function",
     "Module": "runhouse.resources.module",
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
         BadRequest,
         ConfigError,
         ConnectionError_,
+        EnvSetupError,
         ObjectNotFound,
         RemoteException,
         RunhouseError,
@@ -57,7 +61,7 @@ if TYPE_CHECKING:
     )
     from runhouse.resources.calls import RemoteResult
     from runhouse.resources.cluster import Cluster, cluster
-    from runhouse.resources.env import Env, env
+    from runhouse.resources.env import CondaEnv, Env, conda_env, env
     from runhouse.resources.function import Function, function
     from runhouse.resources.module import Module, RemoteModule, module
     from runhouse.resources.resource import Resource

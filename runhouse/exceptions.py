@@ -10,6 +10,7 @@
     │   ├── ObjectNotFound     no object with that key on the cluster (404)
     │   └── BadRequest         malformed body, unknown serialization, unknown method (400)
     ├── WorkerDied             the worker process holding the object exited during a call
+    ├── EnvSetupError          an env's packages, venv, conda env or setup commands could not be made
     └── RemoteException        user code raised and its exception type cannot be rebuilt here
 
 User exceptions raised remotely are re-raised with their own type when it can be unpickled; the
@@ -58,6 +59,12 @@ class WorkerDied(RunhouseError):
     """The worker process running a call exited before answering (os._exit, segfault, OOM)."""
 
 
+class EnvSetupError(RunhouseError):
+    """Installing an env's requirements or running its setup commands failed on the cluster.
+
+    The message names what failed and ends with the installer's own output."""
+
+
 class RemoteException(RunhouseError):
     """A remote exception whose original type could not be rebuilt on this side.
 
@@ -84,6 +91,7 @@ STATUS_BY_ERROR: tuple[tuple[type[RunhouseError], int], ...] = (
     (BadRequest, 400),
     (ConfigError, 400),
     (WorkerDied, 503),
+    (EnvSetupError, 422),
 )
 
 

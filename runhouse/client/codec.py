@@ -44,8 +44,12 @@ def rebuild_exception(meta: dict[str, Any], payload: bytes) -> BaseException:
     type_name = str(error.get("type", "Exception"))
     message = str(error.get("message", ""))
     tb = str(error.get("traceback", ""))
-    if type_name == "runhouse.exceptions.WorkerDied":
-        return WorkerDied(message)
+    if type_name.startswith("runhouse.exceptions."):  # our own errors travel by name
+        cls = getattr(exc_mod, type_name.rsplit(".", 1)[-1], None)
+        if isinstance(cls, type) and issubclass(cls, exc_mod.RunhouseError) and cls is not RemoteException:
+            if issubclass(cls, ServerError):
+                return cls(message, int(meta.get("status") or 500))
+            return cls(message)
     if payload and meta.get("serialization") == "pickle":
         try:
             exc = pickle.loads(payload)

@@ -104,7 +104,10 @@ class DaemonClient:
 
     # -- framed routes ------------------------------------------------------------------------
     def _events(self, method: str, path: str, body: list[Any] | None) -> Iterator[Event]:
-        with self._sync.open(method, path, body, FRAMES_HEADERS) as reply:
+        return self._events_with(method, path, body, FRAMES_HEADERS)
+
+    def _events_with(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Iterator[Event]:
+        with self._sync.open(method, path, body, headers) as reply:
             if reply.status >= 400:
                 raise_for_error_body(reply.status, reply.read())
             if not reply.content_type.startswith(FRAMES_CONTENT_TYPE):
@@ -126,6 +129,20 @@ class DaemonClient:
     def get(self, key: str, serialization: str = "pickle") -> Any:
         path = f"/object?{urlencode({'key': key, 'serialization': serialization})}"
         return _final(self._events("GET", path, None))
+
+    def upload_folder(self, name: str, manifest: dict[str, list[int]], archive: bytes) -> dict[str, Any]:
+        body = encode_request({"name": name, "manifest": manifest}, archive)
+        with self._sync.open("POST", "/folder/upload", body, FRAMES_HEADERS) as reply:
+            data = reply.read()
+            if reply.status >= 400:
+                raise_for_error_body(reply.status, data)
+        return json.loads(data)
+
+    def ensure_env(self, config: dict[str, Any]) -> Any:
+        """Create or update an env on the cluster, printing the installers' progress as it comes."""
+        body = json.dumps(config).encode()
+        headers = {"Content-Type": "application/json", "Accept": FRAMES_CONTENT_TYPE}
+        return _final(self._events_with("POST", "/create_env", body, headers))
 
     def deploy(self, fields: dict[str, Any], payload: bytes = b"") -> Any:
         return _final(self._events("POST", "/resource", encode_request(fields, payload)))

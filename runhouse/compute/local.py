@@ -82,9 +82,15 @@ def _log_tail(settings: Settings, port: int, lines: int = 20) -> str:
 
 
 def start_daemon(
-    settings: Settings, host: str = "127.0.0.1", port: int | None = None, timeout: float = START_TIMEOUT_S
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = START_TIMEOUT_S,
+    extra_env: dict[str, str] | None = None,
 ) -> int:
-    """Start the daemon detached and wait until it answers ``/check``; return its pid."""
+    """Start the daemon detached and wait until it answers ``/check``; return its pid.
+
+    ``extra_env`` is added to the daemon's environment, which its workers inherit."""
     port = port or settings.port
     existing = daemon_pid(settings, port)
     if existing is not None and ping(host, port):
@@ -103,7 +109,7 @@ def start_daemon(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=child_environ({"RH_HOME": str(settings.home)}),
+            env=child_environ({**(extra_env or {}), "RH_HOME": str(settings.home)}),
         )
     deadline = time.monotonic() + timeout
     delay = 0.01

@@ -13,14 +13,16 @@ This module covers clusters whose daemon runs on this machine; remote kinds buil
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from runhouse.client.daemon_client import DaemonClient
 from runhouse.client.transport import Endpoint
 from runhouse.compute import local
 from runhouse.exceptions import ConfigError, ObjectNotFound
-from runhouse.resources.env import Env, resolve_env
+from runhouse.resources.env import DEFAULT_ENV_NAME, Env, resolve_env
 from runhouse.resources.resource import Resource
+from runhouse.resources.sync import sync_folder
 from runhouse.settings import Settings, load_settings
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -89,13 +91,19 @@ class Cluster(Resource):
         return local.ping("127.0.0.1", self.server_port) is not None
 
     def up(self) -> Cluster:
-        """Start the daemon (and its default worker) if it is not running."""
+        """Start the daemon (and its default worker) if it is not running.
+
+        A ``default_env``'s env vars are set in the daemon's own environment (so every worker
+        inherits them) and its requirements and setup commands are installed into the daemon's
+        Python environment before the first call.
+        """
         self._require_local("starting a daemon")
-        local.start_daemon(self.settings, "127.0.0.1", self.server_port)
+        extra = self.default_env.env_vars if self.default_env is not None else {}
+        local.start_daemon(self.settings, "127.0.0.1", self.server_port, extra_env=extra)
         self._reset_client()
         self.client.check()
-        if self.default_env is not None and (self.default_env.env_vars or self.default_env.name):
-            self.client.create_env(self.default_env.env_name, self.default_env.env_vars)
+        if self.default_env is not None and not self.default_env.is_reference:
+            self.ensure_env(self.default_env, as_default=True)
         return self
 
     def up_if_not(self) -> Cluster:
@@ -118,9 +126,33 @@ class Cluster(Resource):
     def status(self) -> dict[str, Any]:
         return self.client.status()
 
+    # -- envs and code -------------------------------------------------------------------------
+    def ensure_env(self, env: Env, as_default: bool = False) -> dict[str, Any]:
+        """Create or update ``env`` on the cluster (installing its packages, with progress shown);
+        return the config the daemon built it from."""
+        config = env.wire_config(self)
+        if as_default:
+            if config.get("venv") or config.get("conda"):
+                raise ConfigError(
+                    "a cluster's default_env shares the daemon's Python: it cannot use venv or conda"
+                )
+            config["name"] = DEFAULT_ENV_NAME
+        if not config.get("ref"):
+            self.client.ensure_env(config)
+        return config
+
+    def sync(self, folder: str | Path) -> str:
+        """Copy a local folder to the cluster (only files that changed); return its path there."""
+        return str(sync_folder(self.client, Path(folder))["dest"])
+
     # -- objects ------------------------------------------------------------------------------
     def put(self, key: str, obj: Any, env: Env | str | None = None) -> None:
-        self.client.put(key, obj, env=resolve_env(env).env_name if env is not None else None)
+        env_name = None
+        if env is not None:
+            env_obj = resolve_env(env)
+            self.ensure_env(env_obj)
+            env_name = env_obj.env_name
+        self.client.put(key, obj, env=env_name)
 
     def get(self, key: str, default: Any = ..., remote: bool = False) -> Any:
         """The object under ``key``, unpickled here; with ``remote=True`` a stub for it instead."""

@@ -49,6 +49,7 @@ class Function(Resource):
         if not key or key == "<lambda>":
             raise ConfigError("give the function a name: .to(cluster, name='my_fn')")
         env_obj = resolve_env(env)
+        env_config = system.ensure_env(env_obj)
         spec, payload = code_spec(self._fn)
         deployed = Function(self._fn, key, system, env_obj, self.signature)
         system.client.deploy(
@@ -56,7 +57,7 @@ class Function(Resource):
                 "key": key,
                 "kind": "function",
                 "env": env_obj.env_name,
-                "env_config": env_obj.wire_config(),
+                "env_config": env_config,
                 "spec": spec,
                 "serialization": "pickle",
                 "config": deployed.config(),

@@ -29,6 +29,7 @@ from runhouse.resources.resource import Resource
 def _deploy_class(cls: type, system: Cluster, env: Env) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if not isinstance(system, Cluster):
         raise ConfigError(f".to() needs a cluster (rh.cluster(...)), got {type(system).__name__}")
+    env_config = system.ensure_env(env)
     spec, payload = code_spec(cls)
     signature = class_signature(cls)
     class_key = cls.__name__
@@ -37,7 +38,7 @@ def _deploy_class(cls: type, system: Cluster, env: Env) -> tuple[str, dict[str, 
             "key": class_key,
             "kind": "class",
             "env": env.env_name,
-            "env_config": env.wire_config(),
+            "env_config": env_config,
             "spec": spec,
             "serialization": "pickle",
             "config": {"resource_type": "module_class", "signature": signature},
@@ -63,7 +64,7 @@ def _construct(
             "key": key,
             "kind": "module",
             "env": env.env_name,
-            "env_config": env.wire_config(),
+            "env_config": {"name": env.env_name, "ref": True},
             "spec": {"kind": "instance", "class_key": class_key, "class": spec},
             "serialization": "pickle",
             "config": stub.config(),

@@ -12,6 +12,7 @@ from runhouse.exceptions import ConfigError
 _MODULES = {
     "cluster": "runhouse.resources.cluster",
     "env": "runhouse.resources.env",
+    "conda_env": "runhouse.resources.env",
     "function": "runhouse.resources.function",
     "module": "runhouse.resources.module",
 }

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from runhouse.exceptions import RunhouseError, status_for
 from runhouse.protocol.errors import WireError
 from runhouse.server.auth import GuardMiddleware
-from runhouse.server.routes import admin, calls, objects
+from runhouse.server.routes import admin, calls, envs, folders, objects
 from runhouse.server.routes.relay import error_response
 from runhouse.server.state import DaemonState
 from runhouse.settings import Settings
@@ -37,11 +37,13 @@ ROUTES = [
     Route("/delete_object", objects.delete_object, methods=["POST"]),
     Route("/resource", objects.deploy, methods=["POST"]),
     Route("/resource", objects.get_resource, methods=["GET"]),
-    Route("/envs", admin.envs, methods=["GET"]),
-    Route("/create_env", admin.create_env, methods=["POST"]),
-    Route("/kill_env", admin.kill_env, methods=["POST"]),
+    Route("/envs", envs.envs, methods=["GET"]),
+    Route("/create_env", envs.create_env, methods=["POST"]),
+    Route("/kill_env", envs.kill_env, methods=["POST"]),
     Route("/logs", admin.logs, methods=["POST"]),
     Route("/run_bash", admin.run_bash, methods=["POST"]),
+    Route("/folder/sync", folders.sync_plan, methods=["POST"]),
+    Route("/folder/upload", folders.upload, methods=["POST"]),
 ]
 FIXED_PATHS = frozenset(route.path for route in ROUTES)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from runhouse.exceptions import BadRequest
+from runhouse.server.envs import Emit, EnvBuilder
 from runhouse.server.registry import ObjectRegistry
 from runhouse.server.workers import DEFAULT_ENV, WorkerHandle
 from runhouse.settings import Settings
@@ -30,7 +33,9 @@ class DaemonState:
         self.started = time.time()
         self.registry = ObjectRegistry()
         self.workers: dict[str, WorkerHandle] = {}
-        self.env_configs: dict[str, dict[str, Any]] = {DEFAULT_ENV: {"name": DEFAULT_ENV, "env_vars": {}}}
+        self.env_configs: dict[str, dict[str, Any]] = {DEFAULT_ENV: {"name": DEFAULT_ENV}}
+        self.env_pythons: dict[str, str] = {}
+        self._env_locks: dict[str, asyncio.Lock] = {}
         self.run_logs: OrderedDict[str, list[str]] = OrderedDict()
         self.running_runs: set[str] = set()
         self.calls_served = 0
@@ -39,16 +44,17 @@ class DaemonState:
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
 
-    # -- workers ------------------------------------------------------------------------
-    async def worker(self, env: str = DEFAULT_ENV, env_config: dict[str, Any] | None = None) -> WorkerHandle:
+    # -- envs and workers -------------------------------------------------------------------
+    @property
+    def envs_dir(self) -> Path:
+        return self.settings.daemon_dir(self.port) / "envs"
+
+    async def worker(self, env: str = DEFAULT_ENV) -> WorkerHandle:
         """The live worker for ``env``, started (once, even under concurrent requests) if needed."""
         handle = self.workers.get(env)
         if handle is not None and handle.alive:
             return handle
-        if env_config is not None:
-            self.env_configs[env] = env_config
-        else:
-            self.env_configs.setdefault(env, {"name": env, "env_vars": {}})
+        self.env_configs.setdefault(env, {"name": env})
         task = self._starting.get(env)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._start_worker(env))
@@ -56,10 +62,47 @@ class DaemonState:
             task.add_done_callback(lambda _t: self._starting.pop(env, None))
         return await asyncio.shield(task)
 
+    async def ensure_env(self, config: dict[str, Any], emit: Emit | None = None) -> WorkerHandle:
+        """Make the env ``config`` describes exist and return its worker.
+
+        A config with ``"ref": True`` only names an env: an existing one is used as it is. A new or
+        changed config is built (packages installed, setup commands run); a worker whose environment
+        changed is restarted, and says so, since its objects are lost.
+        """
+        name = check_env_name(config.get("name"))
+        emit = emit or _log_emit(name)
+        lock = self._env_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            old = self.env_configs.get(name)
+            handle = self.workers.get(name)
+            running = handle is not None and handle.alive
+            if config.get("ref") and (old is not None or name == DEFAULT_ENV):
+                return await self.worker(name)
+            config = {
+                k: v for k, v in config.items() if k == "name" or (k != "ref" and v not in (None, [], {}))
+            }
+            if running and old == config:
+                return await self.worker(name)
+            python = await EnvBuilder(self.envs_dir, emit).build(config)
+            self.env_configs[name] = config
+            self.env_pythons[name] = python
+            if running and old is not None and _restart_needed(old, config):
+                emit(f"Restarting the worker of env {name!r} for its new settings (its objects are lost)\n")
+                await self._stop_worker(name)
+            return await self.worker(name)
+
     async def _start_worker(self, env: str) -> WorkerHandle:
-        config = self.env_configs.get(env, {"name": env})
-        env_vars = {str(k): str(v) for k, v in (config.get("env_vars") or {}).items()}
-        handle = WorkerHandle(env, env_vars, self.settings.worker_threads, self._on_worker_exit)
+        config = self.env_configs.get(env) or {"name": env}
+        python = self.env_pythons.get(env, sys.executable)
+        environ = EnvBuilder(self.envs_dir, _log_emit(env)).worker_environ(config, python)
+        handle = WorkerHandle(
+            env,
+            environ,
+            self.settings.worker_threads,
+            self._on_worker_exit,
+            python=python,
+            cwd=config.get("working_dir"),
+        )
         log_path = str(self.settings.daemon_dir(self.port) / f"worker-{_safe(env)}.log")
         await handle.start(log_path)
         self.workers[env] = handle
@@ -86,17 +129,23 @@ class DaemonState:
         except Exception:  # logged; the next request that needs it tries again
             log.exception("could not start the default worker")
 
-    async def kill_env(self, env: str) -> bool:
+    async def _stop_worker(self, env: str) -> None:
         handle = self.workers.pop(env, None)
         self.registry.drop_env(env)
+        if handle is not None:
+            await handle.stop()
+
+    async def kill_env(self, env: str) -> bool:
+        """Stop an env's worker (its objects are dropped) and forget the env."""
+        running = env in self.workers
+        await self._stop_worker(env)
         if env != DEFAULT_ENV:
-            self.env_configs.pop(env, None)
-        if handle is None:
-            return False
-        await handle.stop()
-        if env == DEFAULT_ENV and not self.stopping:
+            known = self.env_configs.pop(env, None) is not None
+            self.env_pythons.pop(env, None)
+            return running or known
+        if not self.stopping:
             await self.worker(DEFAULT_ENV)
-        return True
+        return running
 
     async def stop_all(self) -> None:
         self.stopping = True
@@ -115,6 +164,22 @@ class DaemonState:
 
     def touch(self) -> None:
         self.last_activity = time.time()
+
+
+_RESTART_FIELDS = ("env_vars", "venv", "conda", "working_dir", "setup_cmds")
+
+
+def _restart_needed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a running worker must restart to see the new config (new packages alone do not)."""
+    return any(old.get(f) != new.get(f) for f in _RESTART_FIELDS)
+
+
+def _log_emit(env: str) -> Emit:
+    def emit(text: str) -> None:
+        if text.strip():
+            log.info("env %s: %s", env, text.rstrip())
+
+    return emit
 
 
 def _safe(name: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -62,13 +61,17 @@ class WorkerHandle:
     def __init__(
         self,
         name: str,
-        env_vars: dict[str, str] | None,
+        environ: dict[str, str],
         threads: int,
         on_exit: Callable[[WorkerHandle], None],
+        python: str = sys.executable,
+        cwd: str | None = None,
     ) -> None:
         self.name = name
-        self.env_vars = dict(env_vars or {})
+        self.environ = environ
         self.threads = threads
+        self.python = python
+        self.cwd = cwd
         self.pid: int | None = None
         self.alive = False
         self._on_exit = on_exit
@@ -82,13 +85,11 @@ class WorkerHandle:
     async def start(self, log_path: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        env.update(self.env_vars)
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
                 [
-                    sys.executable,
+                    self.python,
                     "-m",
                     "runhouse.server.worker",
                     "--fd",
@@ -99,10 +100,11 @@ class WorkerHandle:
                     str(self.threads),
                 ],
                 pass_fds=[theirs.fileno()],
-                env=env,
+                env=self.environ,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
             )
         finally:
             theirs.close()

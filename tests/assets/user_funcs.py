@@ -130,3 +130,20 @@ class Named:
 
     def describe(self):
         return f"{self.name}:{self.size}"
+
+
+def module_version(module_name):
+    import importlib
+
+    module = importlib.import_module(module_name)
+    return getattr(module, "__version__", None) or getattr(module, "VERSION", None)
+
+
+def cwd_and_files():
+    return os.getcwd(), sorted(os.listdir("."))
+
+
+def python_prefix():
+    import sys
+
+    return sys.prefix

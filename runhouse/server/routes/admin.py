@@ -1,5 +1,4 @@
-"""Daemon-level routes: ``/check``, ``/status``, envs (``/envs``, ``/create_env``, ``/kill_env``),
-``/logs`` and ``/run_bash``."""
+"""Daemon-level routes: ``/check``, ``/status``, ``/logs`` and ``/run_bash``."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from runhouse._version import __version__
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.wire import PROTOCOL_VERSION
 from runhouse.server.routes._body import json_body
-from runhouse.server.state import DaemonState, check_env_name
+from runhouse.server.state import DaemonState
 
 RUN_BASH_TIMEOUT_S = 3600
 
@@ -53,44 +52,6 @@ async def status(request: Request) -> Response:
             "workers": workers,
         }
     )
-
-
-async def envs(request: Request) -> Response:
-    state = _state(request)
-    out = []
-    for name, config in state.env_configs.items():
-        handle = state.workers.get(name)
-        out.append(
-            {
-                "name": name,
-                "pid": handle.pid if handle else None,
-                "running": bool(handle and handle.alive),
-                "env_vars": sorted(config.get("env_vars") or {}),
-                "objects": state.registry.keys(name),
-            }
-        )
-    return JSONResponse({"envs": out})
-
-
-async def create_env(request: Request) -> Response:
-    state = _state(request)
-    body = await json_body(request, ("name",))
-    name = check_env_name(body["name"])
-    env_vars = body.get("env_vars") or {}
-    if not isinstance(env_vars, dict):
-        raise BadRequest("'env_vars' must be a mapping of names to values", 400)
-    handle = await state.worker(name, {"name": name, "env_vars": env_vars})
-    return JSONResponse({"name": name, "pid": handle.pid})
-
-
-async def kill_env(request: Request) -> Response:
-    state = _state(request)
-    body = await json_body(request, ("name",))
-    name = check_env_name(body["name"])
-    stopped = await state.kill_env(name)
-    if not stopped:
-        raise BadRequest(f"no env named {name!r} is running", 404)
-    return JSONResponse({"name": name, "stopped": True})
 
 
 async def logs(request: Request) -> Response:

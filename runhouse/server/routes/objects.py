@@ -14,6 +14,7 @@ from runhouse.exceptions import BadRequest
 from runhouse.protocol.serialization import check_serialization
 from runhouse.server.registry import Entry
 from runhouse.server.routes._body import frame_or_json, json_body, key_field
+from runhouse.server.routes.envs import check_env_config
 from runhouse.server.routes.relay import relay
 from runhouse.server.state import DaemonState, check_env_name
 from runhouse.server.workers import DEFAULT_ENV
@@ -130,7 +131,7 @@ async def deploy(request: Request) -> Response:
         class_entry = state.registry.find(spec.get("class_key", ""))
         if class_entry is None or class_entry.env != env:
             spec = dict(spec, class_key="")  # import the class in this env instead
-    worker = await state.worker(env, env_config)
+    worker = await state.ensure_env(check_env_config(dict(env_config or {"ref": True}, name=env)))
     await _replace_elsewhere(state, key, env)
     state.touch()
     entry = Entry(env=env, kind=str(fields.get("kind", "object")), config=fields.get("config") or {})

@@ -8,9 +8,10 @@ output streaming.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -174,6 +175,60 @@ async def relay(
         worker.forget(cid)
         return _simple_json(header, body)
     return _Streamed(state, worker, cid, pending, fmt, run_name, header, body)
+
+
+class Progress:
+    """A streamed reply for slow daemon work (building an env): each line the work emits goes out
+    as ``stdout`` at once; its return value ends the reply as ``config``, a runhouse error as
+    ``exception`` with the error's type."""
+
+    def __init__(self, work: Callable[[Callable[[str], None]], Awaitable[Any]], fmt: str) -> None:
+        self.status = 200
+        self._work = work
+        self._fmt = fmt
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        queue: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+
+        def emit(text: str) -> None:
+            queue.put_nowait((("out", 0, text), None))
+
+        async def run() -> None:
+            try:
+                value = await self._work(emit)
+                queue.put_nowait((("ok", 0, value), None))
+            except Exception as exc:  # noqa: BLE001 - reported to the caller by type
+                info = {
+                    "type": f"{type(exc).__module__}.{type(exc).__name__}",
+                    "message": str(exc),
+                    "traceback": "",
+                    "pickled": None,
+                }
+                queue.put_nowait((("error", 0, info), None))
+
+        task = asyncio.get_running_loop().create_task(run())
+        content_type = FRAMES_CONTENT_TYPE if self._fmt == "frames" else NDJSON_CONTENT_TYPE
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
+        try:
+            while True:
+                header, body = await queue.get()
+                chunk = (
+                    b"".join(_frame(header, body))
+                    if self._fmt == "frames"
+                    else _envelope(header, body) + b"\n"
+                )
+                final = header[0] in FINAL_KINDS
+                await send({"type": "http.response.body", "body": chunk, "more_body": not final})
+                if final:
+                    return
+        finally:
+            await task
 
 
 class _Watched(PendingCall):
