@@ -24,7 +24,7 @@ class HTTPError(OSError):
 
 
 class _Reply:
-    __slots__ = ("status", "headers", "chunks", "done", "keep_alive", "headers_done")
+    __slots__ = ("status", "headers", "chunks", "done", "keep_alive", "headers_done", "parser")
 
     def __init__(self) -> None:
         self.status = 0
@@ -33,12 +33,16 @@ class _Reply:
         self.done = False
         self.keep_alive = True
         self.headers_done = False
+        self.parser: Any = None
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        # Ask now: once the whole message is parsed the parser resets and always answers False.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.status = self.parser.get_status_code()
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -94,11 +98,9 @@ class Connection:
     def receive(self) -> tuple[_Reply, Iterator[bytes]]:
         """Read the status and headers; return them and an iterator over body chunks."""
         reply = _Reply()
-        parser = httptools.HttpResponseParser(reply)
+        parser = reply.parser = httptools.HttpResponseParser(reply)
         while not reply.headers_done:
             self._feed(parser, reply)
-        reply.status = parser.get_status_code()
-        reply.keep_alive = parser.should_keep_alive()
         return reply, self._body(parser, reply)
 
     def _feed(self, parser: Any, reply: _Reply) -> None:
