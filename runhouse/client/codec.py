@@ -12,11 +12,12 @@ import contextlib
 import json
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from runhouse import exceptions as exc_mod
 from runhouse.exceptions import RemoteException, ServerError, WorkerDied, error_for_status
-from runhouse.protocol.serialization import deserialize, serialize
+from runhouse.protocol.serialization import deserialize, serialize_parts
 from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, CallOptions, FrameDecoder, OutputType, encode_frame
 
 FRAMES_HEADERS = {"Content-Type": FRAMES_CONTENT_TYPE, "Accept": FRAMES_CONTENT_TYPE}
@@ -28,13 +29,15 @@ class Event:
     value: Any = None
 
 
-def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], options: CallOptions) -> list[Any]:
+def encode_call(
+    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], options: CallOptions, shm: Path | None = None
+) -> list[Any]:
     """Request body parts for a call: one frame with the options and the serialized args."""
-    payload = serialize({"args": list(args), "kwargs": kwargs}, options.serialization)
+    payload = serialize_parts({"args": list(args), "kwargs": kwargs}, options.serialization, shm)
     return encode_frame(options.header(), payload)
 
 
-def encode_request(fields: dict[str, Any], payload: bytes = b"") -> list[Any]:
+def encode_request(fields: dict[str, Any], payload: Any = b"") -> list[Any]:
     return encode_frame(fields, payload)
 
 
@@ -67,8 +70,9 @@ def rebuild_exception(meta: dict[str, Any], payload: bytes) -> BaseException:
 class ReplyDecoder:
     """Decode a frames reply incrementally into events; raise on an exception frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, shm: Path | None = None) -> None:
         self._frames = FrameDecoder()
+        self._shm = shm
 
     def feed(self, data: bytes) -> list[Event]:
         return [self._event(h, p) for h, p in self._frames.feed(data)]
@@ -76,18 +80,17 @@ class ReplyDecoder:
     def finish(self) -> None:
         self._frames.finish()
 
-    @staticmethod
-    def _event(meta: dict[str, Any], payload: bytes) -> Event:
+    def _event(self, meta: dict[str, Any], payload: bytes) -> Event:
         kind = meta.get("output_type")
         if kind == OutputType.STDOUT:
-            return Event("stdout", payload.decode(errors="replace"))
+            return Event("stdout", bytes(payload).decode(errors="replace"))
         if kind == OutputType.EXCEPTION:
             raise rebuild_exception(meta, payload)
         ser = meta.get("serialization") or "json"
         if kind == OutputType.STREAM_ITEM:
-            return Event("item", deserialize(payload, ser))
+            return Event("item", deserialize(payload, ser, self._shm))
         if kind == OutputType.RESULT:
-            return Event("result", deserialize(payload, ser) if payload else None)
+            return Event("result", deserialize(payload, ser, self._shm) if payload else None)
         if kind == OutputType.SUCCESS:
             return Event("success")
         if kind == OutputType.CONFIG:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -22,8 +24,9 @@ from runhouse.client.codec import (
     raise_for_error_body,
 )
 from runhouse.client.transport import AsyncTransport, Endpoint, SyncTransport
-from runhouse.exceptions import ConnectionError_, ServerError
-from runhouse.protocol.serialization import serialize
+from runhouse.exceptions import ConnectionError_, RunhouseError, ServerError
+from runhouse.protocol.serialization import segments_of, serialize_parts
+from runhouse.protocol.shm import discard, host_id, shm_dir
 from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, PROTOCOL_VERSION, CallOptions
 
 
@@ -44,6 +47,7 @@ class DaemonClient:
         self.endpoint = Endpoint(endpoint.host, endpoint.port, endpoint.scheme, endpoint.verify, headers)
         self._sync = SyncTransport(self.endpoint, timeout)
         self._async = AsyncTransport(self.endpoint, timeout)
+        self._shm_state: Any = ...  # not yet known; see _shm
 
     # -- plain JSON routes ------------------------------------------------------------------
     def request_json(
@@ -107,19 +111,52 @@ class DaemonClient:
         return self._events_with(method, path, body, FRAMES_HEADERS)
 
     def _events_with(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Iterator[Event]:
+        shm = self._shm  # decided before the request: deciding may need a request of its own
         with self._sync.open(method, path, body, headers) as reply:
             if reply.status >= 400:
                 raise_for_error_body(reply.status, reply.read())
             if not reply.content_type.startswith(FRAMES_CONTENT_TYPE):
                 raise ServerError(f"daemon answered {reply.content_type!r} where frames were expected", 502)
-            decoder = ReplyDecoder()
+            decoder = ReplyDecoder(shm)
             for chunk in reply.chunks():
                 yield from decoder.feed(chunk)
             decoder.finish()
 
+    # -- same-host shared memory -------------------------------------------------------------
+    @property
+    def _shm(self) -> Path | None:
+        """This user's shared-memory folder if the daemon runs on this machine as this user."""
+        if self._shm_state is ...:
+            folder = shm_dir() if self.endpoint.host in ("127.0.0.1", "localhost", "::1") else None
+            try:
+                same = folder is not None and self.check().get("host_id") == host_id()
+            except RunhouseError:
+                same = False
+            self._shm_state = folder if same else None
+        return self._shm_state
+
+    def _call_body(
+        self, args: Any, kwargs: dict[str, Any], options: CallOptions
+    ) -> tuple[list[Any], list[str]]:
+        """The request body for a call, and the shared-memory segments it created (to clean up)."""
+        shm = self._shm if options.serialization == "pickle" else None
+        if shm is not None:
+            options = replace(options, shm=True)
+        body = encode_call(args, kwargs, options, shm)
+        if shm is None or len(body) < 3:
+            return body, []
+        return body, segments_of(bytes(body[1]) + bytes(body[2]))
+
+    def _discard(self, segments: list[str]) -> None:
+        """Remove request segments the worker did not take (it failed before reading them)."""
+        folder = self._shm_state
+        if segments and isinstance(folder, Path):
+            for name in segments:
+                discard(folder, name)
+
     def put(self, key: str, obj: Any, env: str | None = None, serialization: str = "pickle") -> None:
         body = encode_request(
-            {"key": key, "env": env, "serialization": serialization}, serialize(obj, serialization)
+            {"key": key, "env": env, "serialization": serialization}, serialize_parts(obj, serialization)
         )
         with self._sync.open("POST", "/object", body, FRAMES_HEADERS) as reply:
             data = reply.read()
@@ -144,7 +181,7 @@ class DaemonClient:
         headers = {"Content-Type": "application/json", "Accept": FRAMES_CONTENT_TYPE}
         return _final(self._events_with("POST", "/create_env", body, headers))
 
-    def deploy(self, fields: dict[str, Any], payload: bytes = b"") -> Any:
+    def deploy(self, fields: dict[str, Any], payload: Any = b"") -> Any:
         return _final(self._events("POST", "/resource", encode_request(fields, payload)))
 
     def call(self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions) -> Any:
@@ -154,7 +191,11 @@ class DaemonClient:
     def call_events(
         self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
     ) -> Iterator[Event]:
-        return self._events("POST", _call_path(key, method), encode_call(args, kwargs, options))
+        body, segments = self._call_body(args, kwargs, options)
+        try:
+            yield from self._events("POST", _call_path(key, method), body)
+        finally:
+            self._discard(segments)
 
     def stream(
         self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
@@ -171,7 +212,7 @@ class DaemonClient:
         async with self._async.open(method, path, body, FRAMES_HEADERS) as reply:
             if reply.status >= 400:
                 raise_for_error_body(reply.status, await reply.read())
-            decoder = ReplyDecoder()
+            decoder = ReplyDecoder(self._shm_state if isinstance(self._shm_state, Path) else None)
             async for chunk in reply.chunks():
                 for event in decoder.feed(chunk):
                     yield event
@@ -182,20 +223,28 @@ class DaemonClient:
     ) -> Any:
         items: list[Any] = []
         result: Any = items
-        async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
-            done, value = _consume(event, items)
-            if done:
-                result = value  # the final frame is the last one; let the stream end cleanly
+        body, segments = self._call_body(args, kwargs, options)
+        try:
+            async for event in self._aevents("POST", _call_path(key, method), body):
+                done, value = _consume(event, items)
+                if done:
+                    result = value  # the final frame is the last one; let the stream end cleanly
+        finally:
+            self._discard(segments)
         return result
 
     async def astream(
         self, key: str, method: str, args: Any, kwargs: dict[str, Any], options: CallOptions
     ) -> AsyncIterator[Any]:
-        async for event in self._aevents("POST", _call_path(key, method), encode_call(args, kwargs, options)):
-            if event.kind == "stdout":
-                _echo(event.value)
-            elif event.kind == "item":
-                yield event.value
+        body, segments = self._call_body(args, kwargs, options)
+        try:
+            async for event in self._aevents("POST", _call_path(key, method), body):
+                if event.kind == "stdout":
+                    _echo(event.value)
+                elif event.kind == "item":
+                    yield event.value
+        finally:
+            self._discard(segments)
 
     def close(self) -> None:
         self._sync.close()

@@ -17,6 +17,7 @@ from typing import Any
 import httptools
 
 RECV = 1 << 20
+BIG_BODY = 1 << 20  # bodies at least this large are received into one preallocated buffer
 
 
 class HTTPError(OSError):
@@ -101,7 +102,31 @@ class Connection:
         parser = reply.parser = httptools.HttpResponseParser(reply)
         while not reply.headers_done:
             self._feed(parser, reply)
+        length = reply.headers.get("content-length", "")
+        if length.isdigit() and int(length) >= BIG_BODY and "transfer-encoding" not in reply.headers:
+            return reply, self._big_body(reply, int(length))
         return reply, self._body(parser, reply)
+
+    def _big_body(self, reply: _Reply, length: int) -> Iterator[Any]:
+        """Receive a large body straight into one writable buffer (no per-chunk objects, no join)."""
+        assert self.sock is not None
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        pos = 0
+        while reply.chunks:  # what the header read already brought
+            chunk = reply.chunks.popleft()
+            view[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        while pos < length:
+            got = self.sock.recv_into(view[pos:], length - pos)
+            if not got:
+                self.close()
+                raise HTTPError("the daemon closed the connection in the middle of a reply")
+            pos += got
+        view.release()
+        if not reply.keep_alive:
+            self.close()
+        yield buffer
 
     def _feed(self, parser: Any, reply: _Reply) -> None:
         assert self.sock is not None

@@ -24,7 +24,7 @@ from typing import Any
 _PREFIX = struct.Struct(">IQ")
 _SCRATCH = 256 * 1024
 
-Body = bytes | bytearray | memoryview | None
+Body = bytes | bytearray | memoryview | list[Any] | None  # a list is sent back to back
 OnMessage = Callable[[Any, Body], None]
 OnClose = Callable[[Exception | None], None]
 
@@ -49,10 +49,11 @@ class Channel(asyncio.BufferedProtocol):
         if self._transport is None or self.closed:
             raise ConnectionResetError("channel is closed")
         head = pickle.dumps(header, protocol=5)
-        size = len(body) if body is not None else 0
+        parts = body if isinstance(body, list) else ([body] if body is not None else [])
+        size = sum(memoryview(p).nbytes for p in parts)
         prefix = _PREFIX.pack(len(head), size) + head
         if size:
-            self._transport.writelines([prefix, body])  # type: ignore[list-item]
+            self._transport.writelines([prefix, *parts])
         else:
             self._transport.write(prefix)
 

@@ -67,6 +67,7 @@ class CallOptions:
     run_name: str | None = None
     stream_logs: bool = True
     remote: bool = False  # keep the result on the cluster and return a reference
+    shm: bool = False  # same host: large buffers may travel through shared memory
 
     def header(self) -> dict[str, Any]:
         return {
@@ -74,19 +75,21 @@ class CallOptions:
             "run_name": self.run_name,
             "stream_logs": self.stream_logs,
             "remote": self.remote,
+            "shm": self.shm,
         }
 
 
-def encode_frame(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> list[Any]:
-    """A frame as a list of buffers (header prefix, payload), ready for ``writelines``."""
-    header = dict(header, size=len(payload))
-    head = json.dumps(header, separators=(",", ":")).encode()
-    if payload:
-        return [_U32.pack(len(head)) + head, payload]
-    return [_U32.pack(len(head)) + head]
+def encode_frame(header: dict[str, Any], payload: Any = b"") -> list[Any]:
+    """A frame as a list of buffers (header prefix, payload parts), ready for ``writelines``.
+
+    ``payload`` is one buffer or a list of buffers (as :func:`serialize_parts` makes)."""
+    parts = payload if isinstance(payload, list) else [payload]
+    size = sum(len(p) if not isinstance(p, memoryview) else p.nbytes for p in parts)
+    head = json.dumps(dict(header, size=size), separators=(",", ":")).encode()
+    return [_U32.pack(len(head)) + head, *(p for p in parts if len(p))]
 
 
-def frame_bytes(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> bytes:
+def frame_bytes(header: dict[str, Any], payload: Any = b"") -> bytes:
     return b"".join(encode_frame(header, payload))
 
 
@@ -134,61 +137,76 @@ def _iter_frames(view: memoryview, strict: bool) -> Iterator[tuple[dict[str, Any
 class FrameDecoder:
     """Incremental decoder for a stream of frames: ``feed`` bytes, get back whole frames.
 
-    Payload bytes are collected as the chunks they arrive in and joined once per frame.
+    A payload that arrives inside one chunk is returned as a view of that chunk (no copy);
+    one spread over several chunks is joined once, into a writable bytearray.
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()  # bytes of a header not yet complete
+        self._head = bytearray()  # bytes of a frame header not yet complete
         self._header: dict[str, Any] | None = None
-        self._chunks: list[bytes] = []
+        self._chunks: list[memoryview] = []
         self._have = 0
 
-    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
-        out: list[tuple[dict[str, Any], bytes]] = []
+    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[dict[str, Any], Any]]:
+        out: list[tuple[dict[str, Any], Any]] = []
+        view = memoryview(data)
         pos = 0
-        while pos < len(data):
+        while pos < len(view) or (self._header is not None and self._header["size"] == self._have):
             if self._header is None:
-                self._buf += data[pos:] if pos else data
-                data, pos = b"", 0
-                if not self._start_frame(out):
+                pos = self._read_header(view, pos)
+                if self._header is None:
                     break
-                data = bytes(self._buf)
-                self._buf.clear()
-                continue
             need = self._header["size"] - self._have
-            part = data[pos : pos + need] if (pos or need < len(data)) else data
-            pos += len(part)
-            self._chunks.append(part)
-            self._have += len(part)
+            if need:
+                take = view[pos : pos + need]
+                pos += len(take)
+                self._chunks.append(take)
+                self._have += len(take)
             if self._have == self._header["size"]:
-                self._emit(out)
+                chunks = self._chunks
+                if not chunks:
+                    payload: Any = b""
+                elif len(chunks) == 1:
+                    payload = chunks[0]
+                else:
+                    payload = bytearray(self._have)
+                    at = 0
+                    for chunk in chunks:
+                        payload[at : at + len(chunk)] = chunk
+                        at += len(chunk)
+                out.append((self._header, payload))
+                self._header, self._chunks, self._have = None, [], 0
         return out
 
-    def _start_frame(self, out: list[tuple[dict[str, Any], bytes]]) -> bool:
-        """Parse a header from the buffer; leave the bytes after it in the buffer."""
-        if len(self._buf) < 4:
-            return False
-        (hlen,) = _U32.unpack_from(self._buf, 0)
-        if hlen > MAX_HEADER:
-            raise WireError(f"frame header of {hlen} bytes is larger than {MAX_HEADER}")
-        if len(self._buf) < 4 + hlen:
-            return False
-        self._header = _parse_header(memoryview(self._buf)[4 : 4 + hlen])
-        del self._buf[: 4 + hlen]
-        self._chunks, self._have = [], 0
-        if self._header["size"] == 0:
-            self._emit(out)
-        return True
-
-    def _emit(self, out: list[tuple[dict[str, Any], bytes]]) -> None:
-        assert self._header is not None
-        chunks = self._chunks
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        out.append((self._header, payload))
-        self._header, self._chunks, self._have = None, [], 0
+    def _read_header(self, view: memoryview, pos: int) -> int:
+        """Take header bytes from ``view``; set ``self._header`` once complete. Returns the new pos."""
+        if not self._head and len(view) - pos >= 4:
+            (hlen,) = _U32.unpack_from(view, pos)
+            if hlen > MAX_HEADER:
+                raise WireError(f"frame header of {hlen} bytes is larger than {MAX_HEADER}")
+            if len(view) - pos >= 4 + hlen:  # the common case: the whole header is here
+                self._header = _parse_header(view[pos + 4 : pos + 4 + hlen])
+                return pos + 4 + hlen
+        while pos < len(view):
+            if len(self._head) < 4:
+                take = min(4 - len(self._head), len(view) - pos)
+                self._head += view[pos : pos + take]
+                pos += take
+                continue
+            (hlen,) = _U32.unpack_from(self._head, 0)
+            if hlen > MAX_HEADER:
+                raise WireError(f"frame header of {hlen} bytes is larger than {MAX_HEADER}")
+            take = min(4 + hlen - len(self._head), len(view) - pos)
+            self._head += view[pos : pos + take]
+            pos += take
+            if len(self._head) == 4 + hlen:
+                self._header = _parse_header(memoryview(self._head)[4:])
+                self._head = bytearray()
+                break
+        return pos
 
     def finish(self) -> None:
-        if self._header is not None or self._buf:
+        if self._header is not None or self._head:
             raise WireError("reply ended in the middle of a frame")
 
 

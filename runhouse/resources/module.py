@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from runhouse.exceptions import ConfigError
-from runhouse.protocol.serialization import serialize
+from runhouse.protocol.serialization import serialize_parts
 from runhouse.protocol.wire import GETATTR, SETATTR, CallOptions
 from runhouse.resources.calls import RemoteCallable
 from runhouse.resources.cluster import Cluster
@@ -69,7 +69,7 @@ def _construct(
             "serialization": "pickle",
             "config": stub.config(),
         },
-        serialize({"args": list(args), "kwargs": kwargs}, "pickle"),
+        serialize_parts({"args": list(args), "kwargs": kwargs}, "pickle"),
     )
     return stub
 

@@ -96,6 +96,7 @@ def create_app(settings: Settings, port: int, token: str, start_default_worker: 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if start_default_worker:  # in the background: the server answers /check meanwhile
             state.in_background(state.ensure_default_worker())
+        state.in_background(state.sweep_shared_memory())
         try:
             yield
         finally:

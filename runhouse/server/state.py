@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runhouse.exceptions import BadRequest
+from runhouse.protocol.shm import shm_dir, sweep
 from runhouse.server.envs import Emit, EnvBuilder
 from runhouse.server.registry import ObjectRegistry
 from runhouse.server.workers import DEFAULT_ENV, WorkerHandle
@@ -128,6 +129,15 @@ class DaemonState:
             await self.worker(DEFAULT_ENV)
         except Exception:  # logged; the next request that needs it tries again
             log.exception("could not start the default worker")
+
+    async def sweep_shared_memory(self, every_s: float = 300.0) -> None:
+        """Remove shared-memory segments that no reader took (their reader crashed or left)."""
+        folder = shm_dir()
+        while folder is not None and not self.stopping:
+            removed = sweep(folder)
+            if removed:
+                log.info("removed %d stale shared-memory segments from %s", removed, folder)
+            await asyncio.sleep(every_s)
 
     async def _stop_worker(self, env: str) -> None:
         handle = self.workers.pop(env, None)

@@ -147,3 +147,13 @@ def python_prefix():
     import sys
 
     return sys.prefix
+
+
+def nbytes(x):
+    return int(getattr(x, "nbytes", len(x)))
+
+
+def make_array(n):
+    import numpy as np
+
+    return np.ones(n // 8)

@@ -255,3 +255,46 @@ def test_large_array_round_trip(cluster):
     arr = np.arange(5_000_000, dtype=np.float64)  # 40 MB
     back = identity(arr)
     assert back.dtype == arr.dtype and np.array_equal(back, arr)
+
+
+def test_large_arrays_use_shared_memory_on_the_same_host(cluster):
+    np = pytest.importorskip("numpy")
+    from runhouse.protocol.shm import shm_dir
+
+    folder = shm_dir()
+    if folder is None:
+        pytest.skip("no /dev/shm here")
+    identity = rh.function(uf.identity).to(cluster, name="identity_shm")
+    arr = np.random.rand(4_000_000)  # 32 MB: over the shared-memory threshold
+    back = identity(arr)
+    assert np.array_equal(back, arr) and back.flags.writeable
+    back[0] = -1.0  # the copy is ours: writing it does not touch the original
+    assert arr[0] != -1.0
+    assert not list(folder.glob("seg-*")), "segments are removed once read"
+    assert cluster.client._shm_state == folder
+
+
+def test_large_arrays_without_shared_memory(cluster):
+    np = pytest.importorskip("numpy")
+    remote = rh.cluster(name="no-shm", host="localhost", server_port=cluster.server_port)
+    remote.client._shm_state = None  # as a client on another machine would be
+    identity = rh.function(uf.identity).to(remote, name="identity_sockets")
+    arr = np.arange(3_000_000, dtype=np.int64)  # 24 MB, out of band through the sockets
+    back = identity(arr)
+    assert np.array_equal(back, arr) and back.flags.writeable
+
+
+def test_failed_call_leaves_no_shared_memory_behind(cluster):
+    np = pytest.importorskip("numpy")
+    from runhouse.protocol.shm import shm_dir
+
+    folder = shm_dir()
+    if folder is None:
+        pytest.skip("no /dev/shm here")
+    fail = rh.function(uf.fail).to(cluster, name="fail_shm")
+    with pytest.raises(ValueError):
+        fail(np.zeros(2_000_000))  # the argument is not a str: the worker still reads it
+    nothing_here = rh.function(uf.add).to(cluster, name="add_shm")
+    with pytest.raises(TypeError):
+        nothing_here(np.zeros(2_000_000))  # add() misses its second argument
+    assert not list(folder.glob("seg-*"))

@@ -13,6 +13,7 @@ import user_funcs as uf
 
 import runhouse as rh
 from runhouse.compute import local
+from runhouse.protocol.shm import host_id
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,9 @@ def http(cluster):
 def test_check_needs_no_token_and_reports_versions(cluster):
     reply = httpx.get(f"http://127.0.0.1:{cluster.server_port}/check")
     assert reply.status_code == 200
-    assert reply.json() == {"rh_version": rh.__version__, "protocol": 1}
+    info = reply.json()
+    assert (info["rh_version"], info["protocol"]) == (rh.__version__, 1)
+    assert info["host_id"] == host_id()  # same machine and user: the client may use shared memory
 
 
 @pytest.mark.parametrize("route", ["/status", "/keys", "/envs", "/add/call"])

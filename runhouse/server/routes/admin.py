@@ -13,11 +13,13 @@ from starlette.responses import JSONResponse, Response
 
 from runhouse._version import __version__
 from runhouse.exceptions import BadRequest
+from runhouse.protocol.shm import host_id
 from runhouse.protocol.wire import PROTOCOL_VERSION
 from runhouse.server.routes._body import json_body
 from runhouse.server.state import DaemonState
 
 RUN_BASH_TIMEOUT_S = 3600
+_HOST_ID = host_id()
 
 
 def _state(request: Request) -> DaemonState:
@@ -25,7 +27,7 @@ def _state(request: Request) -> DaemonState:
 
 
 async def check(request: Request) -> Response:
-    return JSONResponse({"rh_version": __version__, "protocol": PROTOCOL_VERSION})
+    return JSONResponse({"rh_version": __version__, "protocol": PROTOCOL_VERSION, "host_id": _HOST_ID})
 
 
 async def status(request: Request) -> Response:

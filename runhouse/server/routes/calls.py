@@ -91,6 +91,7 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
                 "stream_logs": bool(header.get("stream_logs", True)),
                 "run_name": header.get("run_name"),
                 "remote": bool(header.get("remote")),
+                "shm": bool(header.get("shm")),
             }
             fmt = "frames"
         else:

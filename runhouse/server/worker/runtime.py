@@ -28,10 +28,12 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from runhouse.protocol.errors import WireError
-from runhouse.protocol.serialization import deserialize, serialize
+from runhouse.protocol.serialization import deserialize, serialize_parts
+from runhouse.protocol.shm import shm_dir
 from runhouse.protocol.wire import GETATTR, SETATTR
 from runhouse.server.worker.capture import OutputSink, current_sink
 from runhouse.server.worker.errors import CallError, error_info
@@ -49,6 +51,7 @@ class WorkerRuntime:
         self._loop = loop
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"rh-{name}")
         self._speed: dict[tuple[str, str], _Speed] = {}
+        self._shm_dir = shm_dir()
 
     # -- dispatch -----------------------------------------------------------------------
     def on_message(self, header: tuple[Any, ...], body: Any) -> None:
@@ -78,9 +81,10 @@ class WorkerRuntime:
     # -- calls --------------------------------------------------------------------------
     def _start_call(self, header: tuple[Any, ...], body: Any) -> None:
         _, cid, key, method, ser, opts = header
+        shm = self._shm_dir if opts.get("shm") else None
         try:
             fn = self._resolve(key, method)
-            args, kwargs = _decode_args(body, ser)
+            args, kwargs = _decode_args(body, ser, shm)
         except BaseException as e:  # noqa: BLE001
             self._send(("error", cid, error_info(e, ser == "pickle")), None)
             return
@@ -90,6 +94,8 @@ class WorkerRuntime:
         ctx = contextvars.copy_context()
         if sink is not None:
             ctx.run(current_sink.set, sink)
+        if shm is not None:
+            ctx.run(_shm.set, shm)
         self.running[cid] = (key, method, time.time())
         store_as = opts.get("run_name") if opts.get("remote") else None
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -193,7 +199,7 @@ class WorkerRuntime:
                 result = asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
             if inspect.isgenerator(result) and store_as is None:
                 for item in result:
-                    post(self._reply, cid, sink, ("item", cid, ser), serialize(item, ser))
+                    post(self._reply, cid, sink, ("item", cid, ser), serialize_parts(item, ser, _shm.get()))
                 post(self._reply, cid, sink, ("end", cid), None, True)
                 return
             reply = self._result_reply(cid, result, ser, store_as)
@@ -214,7 +220,7 @@ class WorkerRuntime:
         try:
             if inspect.isasyncgenfunction(fn) and store_as is None:
                 async for item in fn(*args, **kwargs):
-                    self._reply(cid, sink, ("item", cid, ser), serialize(item, ser))
+                    self._reply(cid, sink, ("item", cid, ser), serialize_parts(item, ser, _shm.get()))
                 self._reply(cid, sink, ("end", cid), None, True)
                 return
             result = fn(*args, **kwargs)
@@ -229,8 +235,8 @@ class WorkerRuntime:
         if store_as is not None:
             self.objects[store_as] = result
             ref = {"key": store_as, "type": type(result).__name__}
-            return ("result", cid, ser, {"stored_key": store_as}), serialize(ref, ser)
-        return ("result", cid, ser, None), serialize(result, ser)
+            return ("result", cid, ser, {"stored_key": store_as}), serialize_parts(ref, ser, _shm.get())
+        return ("result", cid, ser, None), serialize_parts(result, ser, _shm.get())
 
     def _send_output(self, cid: int, text: str) -> None:
         self._send(("out", cid, text), None)
@@ -271,7 +277,7 @@ class WorkerRuntime:
     async def _op_get(self, key: str, ser: str, *, body: Any, cid: int) -> Any:
         if key not in self.objects:
             raise CallError(f"no object named {key!r} in worker {self.name!r}", 404)
-        data = await self._in_thread(serialize, self.objects[key], ser)
+        data = await self._in_thread(serialize_parts, self.objects[key], ser)
         return ("result", cid, ser, None), data
 
     async def _op_keys(self, *, body: Any, cid: int) -> Any:
@@ -304,6 +310,8 @@ class WorkerRuntime:
 
 
 _MISSING = object()
+# The shared-memory folder for the running call's large results (set for same-host callers).
+_shm: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rh_shm", default=None)
 
 
 class _Speed:
@@ -347,10 +355,10 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _decode_args(body: Any, ser: str) -> tuple[list[Any], dict[str, Any]]:
+def _decode_args(body: Any, ser: str, shm: Path | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Call arguments from a request body; malformed input is the caller's error (400)."""
     try:
-        payload = deserialize(body, ser) if body else {}
+        payload = deserialize(body, ser, shm) if body else {}
     except WireError as e:
         raise CallError(str(e), 400) from None
     return _split_args(payload)
