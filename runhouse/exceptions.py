@@ -5,6 +5,7 @@
     RunhouseError
     ├── ConfigError            bad settings or arguments given to runhouse itself
     ├── ConnectionError_       the daemon cannot be reached or refused the handshake
+    │   └── SSHError           a cluster host could not be reached, logged into or set up over SSH
     ├── ServerError            the daemon answered with an error about the request (4xx/5xx)
     │   ├── AuthError          missing or wrong token (401/403)
     │   ├── ObjectNotFound     no object with that key on the cluster (404)
@@ -30,6 +31,11 @@ class ConfigError(RunhouseError, ValueError):
 
 class ConnectionError_(RunhouseError, ConnectionError):
     """The daemon could not be reached, or its protocol version does not match ours."""
+
+
+class SSHError(ConnectionError_):
+    """Reaching, logging into or setting up a host over SSH failed; the message names the host
+    and the step (connect, find python, venv, install, start daemon, ...) and the remote output."""
 
 
 class ServerError(RunhouseError):

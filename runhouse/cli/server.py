@@ -28,7 +28,16 @@ def _port(port: int | None) -> int:
     return port or load_settings().port
 
 
-def start(port: int | None = PortOption, host: str | None = HostOption) -> None:
+def start(
+    port: int | None = PortOption,
+    host: str | None = HostOption,
+    tls: bool = typer.Option(
+        False, "--tls", help="Serve HTTPS with a self-signed certificate made for this host."
+    ),
+    autostop_mins: float | None = typer.Option(
+        None, "--autostop-mins", help="Stop the daemon after this many minutes without activity."
+    ),
+) -> None:
     """Start the daemon in the background (no-op if it is already running)."""
     settings = load_settings()
     port = _port(port)
@@ -36,7 +45,7 @@ def start(port: int | None = PortOption, host: str | None = HostOption) -> None:
     began = time.perf_counter()
     try:
         with console.status(f"Starting the runhouse daemon on {bind}:{port}..."):
-            pid = local.start_daemon(settings, bind, port)
+            pid = local.start_daemon(settings, bind, port, tls=tls, autostop_mins=autostop_mins)
     except RunhouseError as e:
         err.print(f"[red]Could not start the daemon:[/red] {e}")
         raise typer.Exit(1) from None
@@ -59,7 +68,7 @@ def stop(port: int | None = PortOption) -> None:
 def restart(port: int | None = PortOption, host: str | None = HostOption) -> None:
     """Stop the daemon (its objects are lost) and start a fresh one."""
     stop(port)
-    start(port, host)
+    start(port, host, tls=False, autostop_mins=None)
 
 
 def _status_table(info: dict[str, Any]) -> Table:

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -59,9 +60,17 @@ def daemon_pid(settings: Settings, port: int) -> int | None:
     return pid
 
 
-def ping(host: str, port: int, timeout: float = 1.0) -> dict[str, object] | None:
+def ping(host: str, port: int, timeout: float = 1.0, tls: bool = False) -> dict[str, object] | None:
     """``GET /check`` once; the parsed reply, or None if nothing answers."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    conn: http.client.HTTPConnection
+    if tls:  # our own daemon on this machine: its self-signed certificate is not checked here
+        conn = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=ssl._create_unverified_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/check")
         reply = conn.getresponse()
@@ -87,24 +96,36 @@ def start_daemon(
     port: int | None = None,
     timeout: float = START_TIMEOUT_S,
     extra_env: dict[str, str] | None = None,
+    tls: bool = False,
+    autostop_mins: float | None = None,
 ) -> int:
     """Start the daemon detached and wait until it answers ``/check``; return its pid.
 
     ``extra_env`` is added to the daemon's environment, which its workers inherit."""
     port = port or settings.port
     existing = daemon_pid(settings, port)
-    if existing is not None and ping(host, port):
+    if existing is not None and ping(host, port, tls=tls):
         return existing
     folder = settings.daemon_dir(port)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if ping(host, port):
+    if ping(host, port, tls=tls):
         raise ConnectionError_(
             f"port {port} on {host} is already served by another runhouse daemon whose pid file is not "
             f"under {settings.home}; stop it or pick another port"
         )
     with open(log_path(settings, port), "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runhouse.server", "--host", host, "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "runhouse.server",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                *(["--tls"] if tls else []),
+                *(["--autostop-mins", str(autostop_mins)] if autostop_mins is not None else []),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -119,7 +140,7 @@ def start_daemon(
                 f"the daemon exited with code {proc.returncode} while starting on {host}:{port}. "
                 f"Last lines of {log_path(settings, port)}:\n{_log_tail(settings, port)}"
             )
-        if ping(host, port, timeout=0.5) and daemon_pid(settings, port) == proc.pid:
+        if ping(host, port, timeout=0.5, tls=tls) and daemon_pid(settings, port) == proc.pid:
             return proc.pid
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)

@@ -12,6 +12,7 @@ This module covers clusters whose daemon runs on this machine; remote kinds buil
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from typing import Any
 from runhouse.client.daemon_client import DaemonClient
 from runhouse.client.transport import Endpoint
 from runhouse.compute import local
-from runhouse.exceptions import ConfigError, ObjectNotFound
+from runhouse.compute.remote import RemoteDaemon
+from runhouse.compute.ssh import SSHCreds
+from runhouse.exceptions import ConfigError, ConnectionError_, ObjectNotFound, ServerError
 from runhouse.resources.env import DEFAULT_ENV_NAME, Env, resolve_env
 from runhouse.resources.resource import Resource
-from runhouse.resources.sync import sync_folder
+from runhouse.resources.sync import check_syncable, folder_name, sync_folder
 from runhouse.settings import Settings, load_settings
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -40,6 +43,9 @@ class Cluster(Resource):
         server_connection_type: str = "none",
         default_env: Env | None = None,
         settings: Settings | None = None,
+        ssh_creds: dict[str, Any] | SSHCreds | None = None,
+        python: str | None = None,
+        autostop_mins: float | None = None,
     ) -> None:
         super().__init__(name)
         hosts = [host] if isinstance(host, str) else list(host)
@@ -52,6 +58,28 @@ class Cluster(Resource):
         self.server_port = int(server_port or self.settings.port)
         self.server_connection_type = server_connection_type
         self.default_env = default_env
+        self.python = python
+        self.autostop_mins = autostop_mins
+        if isinstance(ssh_creds, dict):
+            ssh_creds = SSHCreds.from_dict(ssh_creds)
+        self.ssh_creds = ssh_creds
+        self._remote: RemoteDaemon | None = None
+        if not self.is_local():
+            if ssh_creds is None:
+                raise ConfigError(
+                    f"host {self.head!r} is not this machine: give ssh_creds={{'ssh_user': ..., "
+                    "'ssh_private_key': ...}} (or 'password')"
+                )
+            self._remote = RemoteDaemon(
+                name or self.head,
+                self.head,
+                ssh_creds,
+                self.server_port,
+                server_connection_type,
+                self.settings,
+                python,
+                autostop_mins,
+            )
 
     @property
     def settings(self) -> Settings:
@@ -66,16 +94,11 @@ class Cluster(Resource):
     def is_local(self) -> bool:
         return self.head in LOCAL_HOSTS
 
-    def _require_local(self, what: str) -> None:
-        if not self.is_local():
-            raise ConfigError(
-                f"{what} for host {self.head!r} needs SSH cluster support, which is not available yet"
-            )
-
     # -- connection -------------------------------------------------------------------------
     @cached_property
     def client(self) -> DaemonClient:
-        self._require_local("connecting")
+        if self._remote is not None:
+            return DaemonClient(self._remote.endpoint(), self._remote.token())
         token = local.read_token(self.settings, self.server_port)
         return DaemonClient(Endpoint("127.0.0.1", self.server_port), token)
 
@@ -86,9 +109,14 @@ class Cluster(Resource):
 
     def is_up(self) -> bool:
         """Whether the daemon answers its health check."""
-        if not self.is_local():
+        if self._remote is None:
+            return local.ping("127.0.0.1", self.server_port) is not None
+        try:
+            self.client.check()
+        except (ConnectionError_, ServerError):
+            self._reset_client()
             return False
-        return local.ping("127.0.0.1", self.server_port) is not None
+        return True
 
     def up(self) -> Cluster:
         """Start the daemon (and its default worker) if it is not running.
@@ -97,9 +125,17 @@ class Cluster(Resource):
         inherits them) and its requirements and setup commands are installed into the daemon's
         Python environment before the first call.
         """
-        self._require_local("starting a daemon")
         extra = self.default_env.env_vars if self.default_env is not None else {}
-        local.start_daemon(self.settings, "127.0.0.1", self.server_port, extra_env=extra)
+        if self._remote is not None:
+            self._remote.up(extra)
+        else:
+            local.start_daemon(
+                self.settings,
+                "127.0.0.1",
+                self.server_port,
+                extra_env=extra,
+                autostop_mins=self.autostop_mins,
+            )
         self._reset_client()
         self.client.check()
         if self.default_env is not None and not self.default_env.is_reference:
@@ -113,15 +149,32 @@ class Cluster(Resource):
 
     def restart_server(self) -> Cluster:
         """Stop the daemon (objects in its workers are lost) and start a fresh one."""
-        self._require_local("restarting a daemon")
-        local.stop_daemon(self.settings, self.server_port)
+        self._stop()
         return self.up()
 
     def teardown(self) -> None:
-        """Stop the daemon and its workers."""
-        self._require_local("tearing down")
-        local.stop_daemon(self.settings, self.server_port)
+        """Stop the daemon and its workers (a static cluster's machines stay) and close tunnels."""
+        self._stop()
+
+    def _stop(self) -> None:
         self._reset_client()
+        if self._remote is not None:
+            self._remote.stop()
+        else:
+            local.stop_daemon(self.settings, self.server_port)
+
+    # -- shells and files ----------------------------------------------------------------------
+    def ssh(self) -> int:
+        """Open an interactive shell on the head host (returns the shell's exit code)."""
+        if self._remote is None:
+            raise ConfigError("cluster.ssh() is for remote clusters; this one runs on this machine")
+        return self._remote.interactive_shell()
+
+    def rsync(self, source: str, dest: str, up: bool = True, contents: bool = False) -> None:
+        """Copy files to (``up=True``) or from the head host with rsync over SSH."""
+        if self._remote is None:
+            raise ConfigError("cluster.rsync() is for remote clusters; this one runs on this machine")
+        self._remote.rsync(source, dest, up=up, contents=contents)
 
     def status(self) -> dict[str, Any]:
         return self.client.status()
@@ -142,8 +195,20 @@ class Cluster(Resource):
         return config
 
     def sync(self, folder: str | Path) -> str:
-        """Copy a local folder to the cluster (only files that changed); return its path there."""
+        """Copy a local folder to the cluster (only files that changed); return its path there.
+
+        Remote clusters get it with rsync over SSH, local ones through the daemon."""
+        if self._remote is not None:
+            path = check_syncable(Path(folder))
+            return self._remote.sync_code(path, folder_name(path))
         return str(sync_folder(self.client, Path(folder))["dest"])
+
+    def code_root(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A code spec whose import root exists on the cluster (synced there for remote clusters)."""
+        root = spec.get("root")
+        if self._remote is None or not root or _installed(root):
+            return spec
+        return dict(spec, root=self.sync(root))
 
     # -- objects ------------------------------------------------------------------------------
     def put(self, key: str, obj: Any, env: Env | str | None = None) -> None:
@@ -215,6 +280,9 @@ class Cluster(Resource):
                 "server_port": self.server_port,
                 "server_connection_type": self.server_connection_type,
                 "default_env": self.default_env.config() if self.default_env else None,
+                "ssh_creds": self.ssh_creds.public() if self.ssh_creds else None,
+                "python": self.python,
+                "autostop_mins": self.autostop_mins,
             }
         )
         return cfg
@@ -228,10 +296,20 @@ class Cluster(Resource):
             server_port=config.get("server_port"),
             server_connection_type=config.get("server_connection_type", "none"),
             default_env=default_env,
+            ssh_creds=config.get("ssh_creds"),
+            python=config.get("python"),
+            autostop_mins=config.get("autostop_mins"),
         )
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name!r} {self.head}:{self.server_port}>"
+
+
+def _installed(root: str) -> bool:
+    """Whether code under ``root`` is an installed package (the cluster must install it, not sync it)."""
+    return any(part in ("site-packages", "dist-packages") for part in Path(root).parts) or root.startswith(
+        (sys.prefix, sys.base_prefix)
+    )
 
 
 def cluster(
@@ -240,11 +318,20 @@ def cluster(
     server_port: int | None = None,
     server_connection_type: str | None = None,
     default_env: Env | None = None,
+    ssh_creds: dict[str, Any] | None = None,
+    python: str | None = None,
+    autostop_mins: float | None = None,
     instance_type: str | None = None,
     provider: str | None = None,
     **kwargs: Any,
 ) -> Cluster:
-    """A cluster handle. ``rh.cluster(name="local", host="localhost", server_connection_type="none")``."""
+    """A cluster handle.
+
+    ``rh.cluster(name="local", host="localhost", server_connection_type="none")`` for this machine;
+    ``rh.cluster(name="lab", host=["10.0.0.5"], ssh_creds={"ssh_user": "me", "ssh_private_key": "~/.ssh/id"})``
+    for machines reached over SSH (``server_connection_type`` ``ssh`` (default), ``tls`` or ``none``;
+    ``python`` picks the host's interpreter; ``autostop_mins`` stops an idle daemon).
+    """
     if instance_type is not None or provider is not None:
         raise ConfigError(
             f"on-demand clusters (instance_type={instance_type!r}, provider={provider!r}) need a cloud "
@@ -254,13 +341,17 @@ def cluster(
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
     if host is None:
         raise ConfigError("rh.cluster needs host= (e.g. host='localhost')")
-    connection = server_connection_type or ("none" if (host in LOCAL_HOSTS) else "ssh")
+    head = host if isinstance(host, str) else (host[0] if host else "")
+    connection = server_connection_type or ("none" if head in LOCAL_HOSTS else "ssh")
     return Cluster(
         name=name,
         host=host,
         server_port=server_port,
         server_connection_type=connection,
         default_env=default_env,
+        ssh_creds=ssh_creds,
+        python=python,
+        autostop_mins=autostop_mins,
     )
 
 

@@ -51,6 +51,7 @@ class Function(Resource):
         env_obj = resolve_env(env)
         env_config = system.ensure_env(env_obj)
         spec, payload = code_spec(self._fn)
+        spec = system.code_root(spec)
         deployed = Function(self._fn, key, system, env_obj, self.signature)
         system.client.deploy(
             {

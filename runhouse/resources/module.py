@@ -31,6 +31,7 @@ def _deploy_class(cls: type, system: Cluster, env: Env) -> tuple[str, dict[str, 
         raise ConfigError(f".to() needs a cluster (rh.cluster(...)), got {type(system).__name__}")
     env_config = system.ensure_env(env)
     spec, payload = code_spec(cls)
+    spec = system.code_root(spec)
     signature = class_signature(cls)
     class_key = cls.__name__
     system.client.deploy(

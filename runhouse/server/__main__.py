@@ -13,8 +13,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m runhouse.server", description="Run the runhouse daemon.")
     parser.add_argument("--host", default=settings.host, help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=settings.port, help="port to bind (default %(default)s)")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
+    parser.add_argument("--autostop-mins", type=float, default=None, help="stop after this many idle minutes")
     args = parser.parse_args(argv)
-    run_daemon(settings, args.host, args.port)
+    run_daemon(settings, args.host, args.port, tls=args.tls, autostop_mins=args.autostop_mins)
 
 
 if __name__ == "__main__":

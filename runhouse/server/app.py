@@ -88,15 +88,27 @@ def _error_reply(exc: Exception) -> Response:
     return error_response(500, "ServerError", f"{type(exc).__name__}: {exc}")
 
 
-def create_app(settings: Settings, port: int, token: str, start_default_worker: bool = True) -> Any:
-    """Build the daemon app. Workers start with the app's lifespan and stop with it."""
+def create_app(
+    settings: Settings,
+    port: int,
+    token: str,
+    start_default_worker: bool = True,
+    autostop_mins: float | None = None,
+) -> Any:
+    """Build the daemon app. Workers start with the app's lifespan and stop with it.
+
+    The returned app has ``daemon_state``; set its ``on_idle`` to stop the server when
+    ``autostop_mins`` pass without activity."""
     state = DaemonState(settings, port)
+    state.autostop_mins = autostop_mins
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if start_default_worker:  # in the background: the server answers /check meanwhile
             state.in_background(state.ensure_default_worker())
         state.in_background(state.sweep_shared_memory())
+        if autostop_mins is not None:
+            state.in_background(state.autostop(autostop_mins))
         try:
             yield
         finally:
@@ -109,5 +121,8 @@ def create_app(settings: Settings, port: int, token: str, start_default_worker: 
     )
     app.state.rh = state
     hint = f"the cluster token is in {settings.daemon_dir(port) / 'token'}"
-    allowed = {settings.host} if settings.host not in ("0.0.0.0", "::") else set()
-    return GuardMiddleware(CallDispatcher(app, state), token, allowed, settings.max_body_mb * 2**20, hint)
+    # Bound to every address (an explicit opt-in), any Host name may reach it; the token still guards it.
+    allowed = {settings.host} if settings.host not in ("0.0.0.0", "::") else None
+    guard = GuardMiddleware(CallDispatcher(app, state), token, allowed, settings.max_body_mb * 2**20, hint)
+    guard.daemon_state = state
+    return guard

@@ -40,11 +40,13 @@ async def _deny(send: Any, status: int, error: str, detail: str) -> None:
 
 class GuardMiddleware:
     def __init__(
-        self, app: ASGIApp, token: str, allowed_hosts: set[str], max_body: int, token_hint: str
+        self, app: ASGIApp, token: str, allowed_hosts: set[str] | None, max_body: int, token_hint: str
     ) -> None:
         self.app = app
         self._token = f"Bearer {token}".encode()
-        self._allowed = {h.lower() for h in allowed_hosts} | LOOPBACK_NAMES
+        # None: any Host (the daemon was bound to all addresses on purpose); the token still applies
+        self._allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts} | LOOPBACK_NAMES
+        self.daemon_state: Any = None
         self._max_body = max_body
         self._hint = token_hint
 
@@ -62,12 +64,13 @@ class GuardMiddleware:
                 origin = value
             elif name == b"content-length":
                 length = value
-        if host is not None and _host_name(host.decode("latin-1")) not in self._allowed:
+        allowed = self._allowed
+        if allowed is not None and host is not None and _host_name(host.decode("latin-1")) not in allowed:
             await _deny(send, 421, "BadRequest", "Host header does not name this daemon")
             return
-        if origin is not None:
+        if origin is not None and allowed is not None:
             origin_host = origin.decode("latin-1").split("://", 1)[-1]
-            if _host_name(origin_host) not in self._allowed:
+            if _host_name(origin_host) not in allowed:
                 await _deny(send, 403, "AuthError", "cross-origin requests are not accepted")
                 return
         if scope["path"] not in OPEN_PATHS:

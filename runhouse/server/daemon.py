@@ -15,6 +15,7 @@ import uvicorn
 
 from runhouse.server.app import create_app
 from runhouse.server.loop import has_uvloop
+from runhouse.server.tls import ensure_certificate
 from runhouse.settings import Settings
 
 
@@ -26,7 +27,10 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def run_daemon(settings: Settings, host: str, port: int) -> None:
+def run_daemon(
+    settings: Settings, host: str, port: int, tls: bool = False, autostop_mins: float | None = None
+) -> None:
+    """Serve until stopped (SIGTERM) or, with ``autostop_mins``, until idle that long."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = settings.daemon_dir(port)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -37,7 +41,8 @@ def run_daemon(settings: Settings, host: str, port: int) -> None:
         write_private(token_file, token)
     write_private(folder / "pid", str(os.getpid()))
     settings = settings.with_(host=host, port=port)
-    app = create_app(settings, port, token)
+    app = create_app(settings, port, token, autostop_mins=autostop_mins)
+    tls_files = ensure_certificate(folder) if tls else (None, None)
     config = uvicorn.Config(
         app,
         host=host,
@@ -52,8 +57,11 @@ def run_daemon(settings: Settings, host: str, port: int) -> None:
         date_header=False,
         proxy_headers=False,
         timeout_keep_alive=120,
+        ssl_certfile=str(tls_files[0]) if tls_files[0] else None,
+        ssl_keyfile=str(tls_files[1]) if tls_files[1] else None,
     )
     server = uvicorn.Server(config)
+    app.daemon_state.on_idle = lambda: setattr(server, "should_exit", True)
     try:
         server.run()
     finally:

@@ -11,8 +11,11 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.shm import shm_dir, sweep
@@ -43,6 +46,8 @@ class DaemonState:
         self.last_activity = time.time()
         self._starting: dict[str, asyncio.Task[WorkerHandle]] = {}
         self.stopping = False
+        self.autostop_mins: float | None = None
+        self.on_idle: Callable[[], None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- envs and workers -------------------------------------------------------------------
@@ -130,6 +135,23 @@ class DaemonState:
         except Exception:  # logged; the next request that needs it tries again
             log.exception("could not start the default worker")
 
+    async def autostop(self, minutes: float) -> None:
+        """Stop the daemon after ``minutes`` without calls, running work or interactive SSH sessions."""
+        limit = minutes * 60
+        while not self.stopping:
+            await asyncio.sleep(max(0.2, min(5.0, limit / 4)))
+            if (
+                any(h.in_flight for h in self.workers.values())
+                or self.running_runs
+                or _interactive_sessions()
+            ):
+                self.touch()
+            if time.time() - self.last_activity >= limit:
+                log.warning("idle for %.1f minutes: stopping (autostop_mins=%s)", minutes, minutes)
+                if self.on_idle is not None:
+                    self.on_idle()
+                return
+
     async def sweep_shared_memory(self, every_s: float = 300.0) -> None:
         """Remove shared-memory segments that no reader took (their reader crashed or left)."""
         folder = shm_dir()
@@ -182,6 +204,14 @@ _RESTART_FIELDS = ("env_vars", "venv", "conda", "working_dir", "setup_cmds")
 def _restart_needed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether a running worker must restart to see the new config (new packages alone do not)."""
     return any(old.get(f) != new.get(f) for f in _RESTART_FIELDS)
+
+
+def _interactive_sessions() -> int:
+    """Logged-in terminal sessions (``ssh`` shells) of this machine: people at work count as activity."""
+    try:
+        return sum(1 for user in psutil.users() if (user.terminal or "").startswith("pts"))
+    except OSError:
+        return 0
 
 
 def _log_emit(env: str) -> Emit:

@@ -134,6 +134,10 @@ class WorkerHandle:
         self._channel.send((kind, cid, *fields), body)
         return cid, pending
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
     def forget(self, cid: int) -> None:
         self._pending.pop(cid, None)
 

@@ -1,0 +1,156 @@
+"""A cluster whose daemon runs on another host reached over SSH.
+
+:class:`RemoteDaemon` knows how to bring the daemon up on the head host (see
+:mod:`runhouse.compute.bootstrap`), and how to reach it afterwards for each connection type:
+
+* ``ssh``  (default): the daemon listens on the host's 127.0.0.1; the client talks to it through
+  a local port tunnelled over the SSH connection (shared by every cluster object in the process).
+* ``tls``: the daemon listens on all addresses with HTTPS; the client pins the certificate it
+  fetched over SSH, so it verifies the host it talks to.
+* ``none``: plain HTTP to the host's address, for trusted networks.
+
+The cluster token is read from the host over SSH and only ever travels over these channels.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from runhouse.client.transport import Endpoint
+from runhouse.compute import bootstrap
+from runhouse.compute.ssh import SSHCreds, SSHSession, pool_for
+from runhouse.exceptions import ConfigError, SSHError
+from runhouse.settings import Settings
+
+
+def _say(name: str) -> bootstrap.Progress:
+    def progress(message: str) -> None:
+        print(f"[{name}] {message}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+@dataclass
+class RemoteDaemon:
+    name: str
+    host: str
+    creds: SSHCreds
+    port: int
+    connection_type: str
+    settings: Settings
+    python: str | None = None
+    autostop_mins: float | None = None
+
+    @property
+    def session(self) -> SSHSession:
+        return pool_for(self.settings.home).session(self.host, self.creds)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def up(self, env_vars: dict[str, str]) -> None:
+        progress = bootstrap.timed(_say(self.name))
+        progress(f"connecting to {self.creds.ssh_user}@{self.host}:{self.creds.ssh_port}")
+        session = self.session
+        python = bootstrap.find_python(session, self.python)
+        progress(f"using {python}")
+        bootstrap.install(session, python, self.settings.home / "wheels", progress)
+        options = bootstrap.DaemonOptions(
+            port=self.port,
+            bind="127.0.0.1" if self.connection_type == "ssh" else "0.0.0.0",
+            tls=self.connection_type == "tls",
+            autostop_mins=self.autostop_mins,
+            env_vars=tuple(sorted(env_vars.items())),
+        )
+        bootstrap.start_daemon(session, options, progress)
+        progress("daemon is up")
+
+    def stop(self) -> None:
+        bootstrap.stop_daemon(self.session, self.port)
+        self.close()
+
+    def close(self) -> None:
+        """Close this daemon's tunnel (the SSH connection stays for other users in the process)."""
+        if self.connection_type == "ssh":
+            self.session.close_forward(self.port)
+
+    # -- reaching the daemon ----------------------------------------------------------------------
+    def token(self) -> str:
+        return bootstrap.daemon_secret(self.session, self.port, "token")
+
+    def endpoint(self) -> Endpoint:
+        if self.connection_type == "ssh":
+            return Endpoint("127.0.0.1", self.session.forward(self.port))
+        if self.connection_type == "tls":
+            cert = self.settings.home / "certs" / f"{self.host}-{self.port}.crt"
+            cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            cert.write_text(bootstrap.daemon_secret(self.session, self.port, "tls.crt") + "\n")
+            return Endpoint(self.host, self.port, scheme="https", verify=str(cert))
+        return Endpoint(self.host, self.port)
+
+    # -- files and shells -------------------------------------------------------------------------
+    def ssh_command(self) -> list[str]:
+        """An ``ssh`` command line logging into the host with these credentials."""
+        argv = [
+            "ssh",
+            "-p",
+            str(self.creds.ssh_port),
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            f"UserKnownHostsFile={self.settings.home / 'known_hosts_openssh'}",
+        ]
+        if self.creds.ssh_private_key:
+            argv += ["-i", self.creds.ssh_private_key, "-o", "IdentitiesOnly=yes"]
+        if self.creds.ssh_proxy_command:
+            argv += ["-o", f"ProxyCommand={self.creds.ssh_proxy_command}"]
+        argv.append(f"{self.creds.ssh_user}@{self.host}")
+        return self._with_password(argv)
+
+    def _with_password(self, argv: list[str]) -> list[str]:
+        if not self.creds.password:
+            return argv
+        if shutil.which("sshpass") is None:
+            raise ConfigError("password logins from the command line need sshpass; install it or use a key")
+        return ["sshpass", "-e", *argv]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.creds.password:
+            env["SSHPASS"] = self.creds.password
+        return env
+
+    def interactive_shell(self) -> int:
+        return subprocess.call(self.ssh_command(), env=self._env())
+
+    def rsync(
+        self, source: str, dest: str, up: bool, contents: bool = False, filter_gitignore: bool = False
+    ) -> None:
+        if shutil.which("rsync") is None:
+            raise ConfigError("cluster.rsync needs rsync on this machine (apt-get install rsync)")
+        remote_shell = shlex.join(self.ssh_command()[self.ssh_command().index("ssh") : -1])
+        target = f"{self.creds.ssh_user}@{self.host}:{dest if up else source}"
+        src, dst = (source, target) if up else (target, dest)
+        if contents and not src.endswith("/"):
+            src += "/"
+        argv = ["rsync", "-a", "--delete", "--mkpath", "-e", remote_shell]
+        if filter_gitignore:
+            argv += ["--filter=:- .gitignore", "--exclude=.git", "--exclude=__pycache__", "--exclude=*.pyc"]
+        argv += [src, dst]
+        argv = ["sshpass", "-e", *argv] if self.creds.password else argv
+        done = subprocess.run(argv, capture_output=True, text=True, env=self._env())
+        if done.returncode != 0:
+            raise SSHError(
+                f"rsync {'to' if up else 'from'} {self.session.where} failed: {done.stderr.strip()[-2000:]}"
+            )
+
+    def sync_code(self, folder: Path, name: str) -> str:
+        """Mirror a local folder to ``~/.rh/code/<name>`` on the host with rsync; return its path there."""
+        home = self.session.run("echo $HOME", step="sync")[1].strip()
+        remote = f"{home}/.rh/code/{name}"
+        self.rsync(str(folder), remote, up=True, contents=True, filter_gitignore=True)
+        return remote

@@ -1,0 +1,262 @@
+"""SSH to cluster hosts: credentials, commands, file upload and port forwarding (asyncssh).
+
+asyncssh runs on an event loop in one background thread (started on first use); the sync
+methods here submit coroutines to it. Connections are cached per (user, host, port, credentials)
+and shared by every cluster object in the process, so the tunnel to a daemon is opened once and
+reused; all of them are closed at interpreter exit.
+
+Host keys: on first contact a host's key is recorded in ``$RH_HOME/known_hosts`` and checked on
+every later connection (trust on first use), so a changed key is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import hashlib
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+
+from runhouse.exceptions import ConfigError, SSHError
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class SSHCreds:
+    """How to log in: ``ssh_user`` and one of ``ssh_private_key`` (a path) or ``password``."""
+
+    ssh_user: str
+    ssh_private_key: str | None = None
+    password: str | None = None
+    ssh_port: int = 22
+    ssh_proxy_command: str | None = None
+
+    @classmethod
+    def from_dict(cls, creds: dict[str, Any]) -> SSHCreds:
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(creds) - valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown ssh_creds key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
+            )
+        if not creds.get("ssh_user"):
+            raise ConfigError("ssh_creds needs ssh_user")
+        key = creds.get("ssh_private_key")
+        if key is not None:
+            path = Path(str(key)).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"ssh_private_key {path} does not exist")
+            key = str(path)
+        if key is None and not creds.get("password"):
+            raise ConfigError("ssh_creds needs ssh_private_key (a key file) or password")
+        try:
+            port = int(creds.get("ssh_port") or 22)
+        except (TypeError, ValueError):
+            raise ConfigError(f"ssh_port must be a number, got {creds.get('ssh_port')!r}") from None
+        return cls(str(creds["ssh_user"]), key, creds.get("password"), port, creds.get("ssh_proxy_command"))
+
+    def public(self) -> dict[str, Any]:
+        """The creds without secrets (for configs): the key's path stays, a password does not."""
+        return {
+            "ssh_user": self.ssh_user,
+            "ssh_private_key": self.ssh_private_key,
+            "ssh_port": self.ssh_port,
+            "ssh_proxy_command": self.ssh_proxy_command,
+        }
+
+    def cache_key(self, host: str) -> tuple[str, ...]:
+        secret = hashlib.sha256((self.password or "").encode()).hexdigest()[:16]
+        return (
+            host,
+            str(self.ssh_port),
+            self.ssh_user,
+            self.ssh_private_key or "",
+            secret,
+            self.ssh_proxy_command or "",
+        )
+
+
+class _LoopThread:
+    """An asyncio loop in a daemon thread, for asyncssh's connections."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="runhouse-ssh", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+class SSHSession:
+    """One logged-in connection to a host."""
+
+    def __init__(
+        self, host: str, creds: SSHCreds, conn: asyncssh.SSHClientConnection, runner: _LoopThread
+    ) -> None:
+        self.host = host
+        self.creds = creds
+        self._conn = conn
+        self._runner = runner
+        self._forwards: dict[int, tuple[int, asyncssh.SSHListener]] = {}
+
+    @property
+    def where(self) -> str:
+        return f"{self.creds.ssh_user}@{self.host}:{self.creds.ssh_port}"
+
+    def run(self, command: str, timeout: float = 600.0, step: str = "run") -> tuple[int, str, str]:
+        """Run a shell command; ``(exit code, stdout, stderr)``."""
+
+        async def go() -> tuple[int, str, str]:
+            result = await self._conn.run(command, check=False, timeout=timeout)
+            return (
+                int(result.exit_status if result.exit_status is not None else -1),
+                str(result.stdout or ""),
+                str(result.stderr or ""),
+            )
+
+        try:
+            return self._runner.run(go(), timeout + 5)
+        except (asyncssh.Error, OSError, TimeoutError) as e:
+            raise SSHError(f"{step} on {self.where} failed: {type(e).__name__}: {e}") from e
+
+    def upload(self, local: Path, remote: str, step: str = "upload") -> None:
+        async def go() -> None:
+            async with self._conn.start_sftp_client() as sftp:
+                await sftp.put(str(local), remote)
+
+        try:
+            self._runner.run(go(), 600)
+        except (asyncssh.Error, OSError) as e:
+            raise SSHError(f"{step} on {self.where} failed: {e}") from e
+
+    def forward(self, remote_port: int) -> int:
+        """A local port (on 127.0.0.1) tunnelled to 127.0.0.1:``remote_port`` on the host."""
+        known = self._forwards.get(remote_port)
+        if known is not None:
+            return known[0]
+
+        async def go() -> asyncssh.SSHListener:
+            return await self._conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port)
+
+        try:
+            listener = self._runner.run(go(), 30)
+        except (asyncssh.Error, OSError) as e:
+            raise SSHError(f"opening a tunnel to port {remote_port} on {self.where} failed: {e}") from e
+        local_port = int(listener.get_port())
+        self._forwards[remote_port] = (local_port, listener)
+        return local_port
+
+    def close_forward(self, remote_port: int) -> None:
+        known = self._forwards.pop(remote_port, None)
+        if known is not None:
+            self._runner.loop.call_soon_threadsafe(known[1].close)
+
+    def close(self) -> None:
+        for port in list(self._forwards):
+            self.close_forward(port)
+        self._runner.loop.call_soon_threadsafe(self._conn.close)
+
+
+class SSHPool:
+    """Cached sessions, one per (host, credentials); created on first use."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self._known_hosts = known_hosts
+        self._runner: _LoopThread | None = None
+        self._sessions: dict[tuple[str, ...], SSHSession] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.close_all)
+
+    def session(self, host: str, creds: SSHCreds, timeout: float = CONNECT_TIMEOUT_S) -> SSHSession:
+        key = creds.cache_key(host)
+        with self._lock:
+            cached = self._sessions.get(key)
+            if cached is not None and not cached._conn.is_closed():
+                return cached
+            if self._runner is None:
+                self._runner = _LoopThread()
+            runner = self._runner
+        conn = runner.run(self._connect(host, creds, timeout), timeout + 10)
+        session = SSHSession(host, creds, conn, runner)
+        with self._lock:
+            self._sessions[key] = session
+        return session
+
+    async def _connect(self, host: str, creds: SSHCreds, timeout: float) -> asyncssh.SSHClientConnection:
+        where = f"{creds.ssh_user}@{host}:{creds.ssh_port}"
+        options: dict[str, Any] = {
+            "username": creds.ssh_user,
+            "port": creds.ssh_port,
+            "connect_timeout": timeout,
+            "login_timeout": timeout,
+            "keepalive_interval": 30,
+            "known_hosts": None,
+        }
+        if creds.ssh_private_key:
+            options["client_keys"] = [creds.ssh_private_key]
+        else:
+            options["client_keys"] = None
+        if creds.password:
+            options["password"] = creds.password
+        if creds.ssh_proxy_command:
+            options["proxy_command"] = creds.ssh_proxy_command
+        try:
+            conn = await asyncio.wait_for(asyncssh.connect(host, **options), timeout + 5)
+        except asyncssh.PermissionDenied as e:
+            how = "key" if creds.ssh_private_key else "password"
+            raise SSHError(
+                f"{where} refused the login (step: connect): wrong {how} for {creds.ssh_user} ({e})"
+            ) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise SSHError(f"{where} did not answer within {timeout:.0f}s (step: connect)") from None
+        except (OSError, asyncssh.Error) as e:
+            raise SSHError(f"cannot reach {where} (step: connect): {e}") from None
+        self._check_host_key(host, creds.ssh_port, conn)
+        return conn
+
+    def _check_host_key(self, host: str, port: int, conn: asyncssh.SSHClientConnection) -> None:
+        key = conn.get_server_host_key()
+        if key is None:
+            return
+        line_host = host if port == 22 else f"[{host}]:{port}"
+        text = key.export_public_key().decode().strip()
+        known: dict[str, str] = {}
+        if self._known_hosts.exists():
+            for line in self._known_hosts.read_text().splitlines():
+                name, _, rest = line.partition(" ")
+                known[name] = rest
+        if line_host in known and known[line_host] != text:
+            conn.close()
+            raise SSHError(
+                f"the host key of {line_host} changed since first contact (recorded in {self._known_hosts}); "
+                "if the host was rebuilt, remove its line there"
+            )
+        if line_host not in known:
+            self._known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self._known_hosts, "a") as f:
+                f.write(f"{line_host} {text}\n")
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+
+
+_POOLS: dict[Path, SSHPool] = {}
+
+
+def pool_for(home: Path) -> SSHPool:
+    """The process's session pool for this RH_HOME (made on first use, not at import)."""
+    pool = _POOLS.get(home)
+    if pool is None:
+        pool = _POOLS[home] = SSHPool(home / "known_hosts")
+    return pool
