@@ -25,7 +25,13 @@ from runhouse.compute.ssh import SSHSession
 from runhouse.exceptions import SSHError
 
 REMOTE_HOME = "~/.rh"
-VENV = f"{REMOTE_HOME}/venv"
+
+
+def venv_for(python: str) -> str:
+    """Each host interpreter gets its own venv, so clusters asking for different ones coexist."""
+    return f"{REMOTE_HOME}/venvs/py-{hashlib.sha256(python.encode()).hexdigest()[:10]}"
+
+
 FIND_PYTHON = (
     "for p in python3.13 python3.12 python3.11 python3.10 python3; do "
     "if command -v $p >/dev/null 2>&1 && $p -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; "
@@ -97,22 +103,11 @@ def local_wheel(cache: Path) -> Path:
     if wheels:
         return wheels[0]
     folder.mkdir(parents=True, exist_ok=True)
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(folder),
-            str(root),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(root)]
+    # Without build isolation when this environment can build wheels itself (no download needed).
+    built = subprocess.run([*command, "--no-build-isolation"], capture_output=True, text=True)
+    if built.returncode != 0:
+        built = subprocess.run(command, capture_output=True, text=True)
     wheels = sorted(folder.glob("runhouse-*.whl"))
     if built.returncode != 0 or not wheels:
         raise SSHError(
@@ -121,15 +116,18 @@ def local_wheel(cache: Path) -> Path:
     return wheels[0]
 
 
-def install(session: SSHSession, python: str, cache: Path, progress: Progress) -> None:
-    """Make ``~/.rh/venv`` hold this runhouse version (skipped when it already does)."""
+def install(session: SSHSession, python: str, cache: Path, progress: Progress) -> str:
+    """Make the venv for ``python`` hold this runhouse version (skipped when it already does).
+
+    Returns the venv's path on the host."""
+    VENV = venv_for(python)
     root = source_dir()
     wheel = local_wheel(cache) if root is not None else None
     marker = wheel.parent.name if wheel is not None else __version__
     rc, out, _ = session.run(f"cat {VENV}/.rh_installed 2>/dev/null", step="install")
     if rc == 0 and out.strip() == marker:
         progress(f"runhouse {__version__} already installed in {VENV}")
-        return
+        return VENV
     progress(f"creating {VENV} with {python}")
     _run(
         session,
@@ -159,9 +157,10 @@ def install(session: SSHSession, python: str, cache: Path, progress: Progress) -
             timeout=1800,
         )
     _run(session, "install", f"echo {marker} > {VENV}/.rh_installed")
+    return VENV
 
 
-def start_daemon(session: SSHSession, options: DaemonOptions, progress: Progress) -> None:
+def start_daemon(session: SSHSession, venv: str, options: DaemonOptions, progress: Progress) -> None:
     progress(
         f"starting the daemon on 127.0.0.1:{options.port}"
         if options.bind == "127.0.0.1"
@@ -173,14 +172,23 @@ def start_daemon(session: SSHSession, options: DaemonOptions, progress: Progress
         flags += " --tls"
     if options.autostop_mins is not None:
         flags += f" --autostop-mins {options.autostop_mins}"
-    _run(session, "start daemon", f"{env} {VENV}/bin/python -m runhouse.cli start {flags}", timeout=120)
+    folder = f"{REMOTE_HOME}/daemons/{options.port}"
+    _run(
+        session,
+        "start daemon",
+        f"mkdir -p {folder} && echo {venv}/bin/python > {folder}/python && "
+        f"{env} {venv}/bin/python -m runhouse.cli start {flags}",
+        timeout=120,
+    )
 
 
 def stop_daemon(session: SSHSession, port: int) -> None:
+    """Stop the daemon on ``port`` with the interpreter that started it (nothing if none did)."""
+    python = f"$(cat {REMOTE_HOME}/daemons/{port}/python 2>/dev/null)"
     _run(
         session,
         "stop daemon",
-        f"test -x {VENV}/bin/python && {VENV}/bin/python -m runhouse.cli stop --port {port} || true",
+        f'py={python}; if [ -n "$py" ] && [ -x "$py" ]; then $py -m runhouse.cli stop --port {port}; fi',
         timeout=60,
     )
 

@@ -58,7 +58,7 @@ class RemoteDaemon:
         session = self.session
         python = bootstrap.find_python(session, self.python)
         progress(f"using {python}")
-        bootstrap.install(session, python, self.settings.home / "wheels", progress)
+        venv = bootstrap.install(session, python, self.settings.home / "wheels", progress)
         options = bootstrap.DaemonOptions(
             port=self.port,
             bind="127.0.0.1" if self.connection_type == "ssh" else "0.0.0.0",
@@ -66,7 +66,7 @@ class RemoteDaemon:
             autostop_mins=self.autostop_mins,
             env_vars=tuple(sorted(env_vars.items())),
         )
-        bootstrap.start_daemon(session, options, progress)
+        bootstrap.start_daemon(session, venv, options, progress)
         progress("daemon is up")
 
     def stop(self) -> None:
@@ -124,8 +124,9 @@ class RemoteDaemon:
             env["SSHPASS"] = self.creds.password
         return env
 
-    def interactive_shell(self) -> int:
-        return subprocess.call(self.ssh_command(), env=self._env())
+    def interactive_shell(self, command: str | None = None) -> int:
+        argv = self.ssh_command() + ([command] if command else [])
+        return subprocess.call(argv, env=self._env())
 
     def rsync(
         self, source: str, dest: str, up: bool, contents: bool = False, filter_gitignore: bool = False

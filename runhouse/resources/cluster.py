@@ -164,11 +164,11 @@ class Cluster(Resource):
             local.stop_daemon(self.settings, self.server_port)
 
     # -- shells and files ----------------------------------------------------------------------
-    def ssh(self) -> int:
-        """Open an interactive shell on the head host (returns the shell's exit code)."""
+    def ssh(self, command: str | None = None) -> int:
+        """Open an interactive shell on the head host, or run ``command`` there; returns its exit code."""
         if self._remote is None:
             raise ConfigError("cluster.ssh() is for remote clusters; this one runs on this machine")
-        return self._remote.interactive_shell()
+        return self._remote.interactive_shell(command)
 
     def rsync(self, source: str, dest: str, up: bool = True, contents: bool = False) -> None:
         """Copy files to (``up=True``) or from the head host with rsync over SSH."""

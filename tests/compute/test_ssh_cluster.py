@@ -1,0 +1,256 @@
+"""SSH clusters against real sshd servers on test hosts (network namespaces on this machine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import sshhosts
+import user_funcs as uf
+from conftest import free_port
+
+import runhouse as rh
+from runhouse.exceptions import SSHError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    reason = sshhosts.skip_reason(extra_tools=("sshpass", "rsync"))
+    if reason:
+        pytest.skip(reason)
+    with sshhosts.TestHosts(n=2) as made:
+        yield made
+
+
+def _creds(hosts):
+    return {"ssh_user": "root", "ssh_private_key": str(hosts.private_key)}
+
+
+def _cluster(hosts, index=0, **kwargs):
+    # The test hosts share this machine's disk: the host's own Python with our dependencies is the
+    # test runner's (a real host would get them from the package index during the install step).
+    kwargs.setdefault("python", sys.executable)
+    kwargs.setdefault("server_port", free_port())
+    return rh.cluster(
+        name=f"lab{index}", host=[hosts.hosts[index].address], ssh_creds=_creds(hosts), **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(hosts):
+    cluster = _cluster(hosts)
+    cluster.up_if_not()
+    yield cluster
+    cluster.teardown()
+
+
+def test_bring_up_shows_each_step_and_serves_calls(hosts, capfd):
+    cluster = _cluster(hosts, 1)
+    try:
+        cluster.up_if_not()
+        err = capfd.readouterr().err
+        for step in ("connecting to root@", "using ", "starting the daemon on 127.0.0.1", "daemon is up"):
+            assert step in err
+        assert rh.function(uf.add).to(cluster)(2, 3) == 5
+        assert cluster.is_up()
+    finally:
+        cluster.teardown()
+    assert not cluster.is_up()
+
+
+def test_everything_works_through_the_tunnel(lab, capsys):
+    add = rh.function(uf.add).to(lab)
+    assert add(1, 2) == 3
+    assert rh.function(uf.print_and_return).to(lab)("over ssh") == 8
+    assert "over ssh" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="remote failure"):
+        rh.function(uf.fail).to(lab)("remote failure")
+    counter = rh.module(uf.Counter).to(lab)(start=1, name="ssh_counter")
+    assert counter.incr() == 2 and counter.value == 2
+    lab.put("k", {"v": 1})
+    assert lab.get("k") == {"v": 1} and "k" in lab.keys()
+    assert lab.run(["echo from-the-host"])[0][:2] == (0, "from-the-host\n")
+    env = rh.env(env_vars={"ON_HOST": "yes"}, name="ssh_env")
+    assert rh.function(uf.get_env).to(lab, env=env)("ON_HOST") == "yes"
+    status = lab.status()
+    assert status["port"] == lab.server_port and {w["name"] for w in status["workers"]} >= {
+        "default_env",
+        "ssh_env",
+    }
+
+
+def test_the_daemon_listens_only_on_the_hosts_loopback(hosts, lab):
+    host = hosts.hosts[0]
+    probe = f"import socket; s=socket.socket(); s.settimeout(2); print(s.connect_ex(('{host.address}', {lab.server_port})))"
+    out = hosts.netns_exec(host, [sys.executable, "-c", probe])
+    assert out.stdout.strip() != "0"  # not reachable on the host's network address
+
+
+def test_tunnel_is_reused_and_warm_up_is_fast(hosts, lab):
+    port = lab.client.endpoint.port
+    again = rh.cluster(
+        name="again",
+        host=[hosts.hosts[0].address],
+        ssh_creds=_creds(hosts),
+        server_port=lab.server_port,
+        python=sys.executable,
+    )
+    start = time.monotonic()
+    again.up_if_not()
+    assert time.monotonic() - start < 2.0
+    assert again.client.endpoint.port == port  # the same tunnel
+    assert again.get("k") == {"v": 1}
+
+
+def test_user_code_is_synced_with_rsync(lab, tmp_path):
+    project = tmp_path / "proj"
+    (project / "pkgx").mkdir(parents=True)
+    (project / "pkgx" / "__init__.py").write_text("")
+    (project / "pkgx" / "work.py").write_text("def where():\n    return __file__\n")
+    (project / "big.log").write_text("x" * 1000)
+    (project / ".gitignore").write_text("*.log\n")
+    sys.path.insert(0, str(project))
+    try:
+        import pkgx.work
+
+        remote_file = rh.function(pkgx.work.where).to(lab)()
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("pkgx", None)
+        sys.modules.pop("pkgx.work", None)
+    assert "/.rh/code/proj-" in remote_file and remote_file.endswith("pkgx/work.py")
+    synced = remote_file.rsplit("/pkgx/", 1)[0]
+    assert lab.run([f"ls -a {synced}"])[0][1].split() == [".", "..", ".gitignore", "pkgx"]  # *.log ignored
+
+
+def test_rsync_and_ssh(lab, tmp_path):
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "a.txt").write_text("alpha")
+    lab.rsync(str(tmp_path / "up"), "/tmp/rh-rsync-test", up=True, contents=True)
+    assert lab.run(["cat /tmp/rh-rsync-test/a.txt"])[0][1] == "alpha"
+    lab.rsync("/tmp/rh-rsync-test/", str(tmp_path / "down"), up=False)
+    assert (tmp_path / "down" / "a.txt").read_text() == "alpha"
+    assert lab.ssh("test -f /tmp/rh-rsync-test/a.txt") == 0
+    assert lab.ssh("exit 7") == 7
+
+
+@pytest.mark.parametrize("kind", ["tls", "none"])
+def test_other_connection_types(hosts, kind):
+    cluster = _cluster(hosts, 1, server_connection_type=kind)
+    try:
+        cluster.up_if_not()
+        endpoint = cluster.client.endpoint
+        assert endpoint.host == hosts.hosts[1].address and endpoint.port == cluster.server_port
+        assert endpoint.scheme == ("https" if kind == "tls" else "http")
+        assert rh.function(uf.add).to(cluster)(20, 22) == 42
+    finally:
+        cluster.teardown()
+
+
+def test_autostop_stops_an_idle_daemon(hosts):
+    cluster = _cluster(hosts, 1, autostop_mins=0.05)  # three seconds
+    cluster.up_if_not()
+    try:
+        assert rh.function(uf.add).to(cluster)(1, 1) == 2
+        deadline = time.monotonic() + 30
+        while cluster.is_up():
+            assert time.monotonic() < deadline, "the daemon should stop itself when idle"
+            time.sleep(1)
+    finally:
+        cluster.teardown()
+
+
+def test_unreachable_host_fails_fast(hosts):
+    cluster = rh.cluster(name="nowhere", host=[hosts.unreachable_address()], ssh_creds=_creds(hosts))
+    start = time.monotonic()
+    with pytest.raises(SSHError, match=r"cannot reach root@.*\(step: connect\)"):
+        cluster.up_if_not()
+    assert time.monotonic() - start < 20
+
+
+def test_wrong_key_is_refused(hosts, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    cluster = rh.cluster(
+        name="badkey",
+        host=[hosts.hosts[0].address],
+        ssh_creds={"ssh_user": "root", "ssh_private_key": str(other)},
+    )
+    with pytest.raises(SSHError, match=r"refused the login \(step: connect\): wrong key for root"):
+        cluster.up_if_not()
+
+
+def test_password_login_and_wrong_password(hosts):
+    good = rh.cluster(
+        name="pw",
+        host=[hosts.hosts[0].address],
+        python="/nonexistent/python3",
+        ssh_creds={"ssh_user": hosts.password_user, "password": hosts.password},
+    )
+    with pytest.raises(
+        SSHError, match=r"step 'find python' failed .*/nonexistent/python3 is not a Python 3.10"
+    ):
+        good.up_if_not()  # logged in with the password; the next step names what is missing
+    bad = rh.cluster(
+        name="pw-bad",
+        host=[hosts.hosts[0].address],
+        ssh_creds={"ssh_user": hosts.password_user, "password": "not-the-password"},
+    )
+    with pytest.raises(SSHError, match="wrong password"):
+        bad.up_if_not()
+
+
+def test_setup_failure_names_step_host_and_output(hosts, tmp_path):
+    # A Python that passes the version check but cannot make virtual environments.
+    fake = tmp_path / "python3"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = "-c" ]; then echo True; exit 0; fi\n'
+        'echo "Error: ensurepip is not available (install python3-venv)" >&2; exit 1\n'
+    )
+    fake.chmod(0o755)
+    cluster = rh.cluster(
+        name="novenv",
+        host=[hosts.hosts[1].address],
+        ssh_creds=_creds(hosts),
+        python=str(fake),
+        server_port=free_port(),
+    )
+    with pytest.raises(SSHError) as info:
+        cluster.up_if_not()
+    message = str(info.value)
+    assert f"step 'venv' failed on root@{hosts.hosts[1].address}" in message
+    assert "ensurepip is not available" in message  # the host's own words
+
+
+def test_daemon_that_does_not_come_up(hosts):
+    host = hosts.hosts[1]
+    port = free_port()
+    squatter = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            host.netns,
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+        import socket, time
+        s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen(); time.sleep(60)
+    """),
+        ]
+    )
+    try:
+        time.sleep(0.5)
+        cluster = _cluster(hosts, 1, server_port=port)
+        with pytest.raises(
+            SSHError, match=r"(?s)step 'start daemon' failed on root@.*Could not start the daemon"
+        ):
+            cluster.up_if_not()
+    finally:
+        squatter.kill()
+        squatter.wait()
