@@ -71,6 +71,7 @@ class RemoteDaemon:
 
     def stop(self) -> None:
         bootstrap.stop_daemon(self.session, self.port)
+        self.session.cache.clear()  # a new daemon may make new secrets
         self.close()
 
     def close(self) -> None:
@@ -80,7 +81,15 @@ class RemoteDaemon:
 
     # -- reaching the daemon ----------------------------------------------------------------------
     def token(self) -> str:
-        return bootstrap.daemon_secret(self.session, self.port, "token")
+        return self._secret("token")
+
+    def _secret(self, name: str) -> str:
+        """A file of the daemon's private folder on the host, read once per SSH connection."""
+        session = self.session
+        key = (self.port, name)
+        if key not in session.cache:
+            session.cache[key] = bootstrap.daemon_secret(session, self.port, name)
+        return session.cache[key]
 
     def endpoint(self) -> Endpoint:
         if self.connection_type == "ssh":
@@ -88,7 +97,7 @@ class RemoteDaemon:
         if self.connection_type == "tls":
             cert = self.settings.home / "certs" / f"{self.host}-{self.port}.crt"
             cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            cert.write_text(bootstrap.daemon_secret(self.session, self.port, "tls.crt") + "\n")
+            cert.write_text(self._secret("tls.crt") + "\n")
             return Endpoint(self.host, self.port, scheme="https", verify=str(cert))
         return Endpoint(self.host, self.port)
 

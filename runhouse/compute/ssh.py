@@ -106,6 +106,7 @@ class SSHSession:
         self._conn = conn
         self._runner = runner
         self._forwards: dict[int, tuple[int, asyncssh.SSHListener]] = {}
+        self.cache: dict[tuple[int, str], str] = {}  # small files read from the host, per connection
 
     @property
     def where(self) -> str:
