@@ -42,9 +42,13 @@ _EXPORTS = {
     "RemoteModule": "runhouse.resources.module",
     "module": "runhouse.resources.module",
     "Resource": "runhouse.resources.resource",
+    "Secret": "runhouse.resources.secret",
+    "secret": "runhouse.resources.secret",
+    "provider_secret": "runhouse.resources.secret",
+    "SSHError": "runhouse.exceptions",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__", "here"])
+__all__ = sorted([*_EXPORTS, "__version__", "here", "exists"])
 
 if TYPE_CHECKING:
     from runhouse.exceptions import (
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
         RemoteException,
         RunhouseError,
         ServerError,
+        SSHError,
         WorkerDied,
     )
     from runhouse.resources.calls import RemoteResult
@@ -65,17 +70,26 @@ if TYPE_CHECKING:
     from runhouse.resources.function import Function, function
     from runhouse.resources.module import Module, RemoteModule, module
     from runhouse.resources.resource import Resource
+    from runhouse.resources.secret import Secret, provider_secret, secret
 
 
 def __getattr__(name: str) -> Any:
     if name == "here":  # a fresh handle each time: the daemon on this machine
         return import_module("runhouse.resources.cluster").here()
+    if name == "exists":
+        return _exists
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'runhouse' has no attribute {name!r}")
     value = getattr(import_module(module_name), name)
     globals()[name] = value
     return value
+
+
+def _exists(name: str) -> bool:
+    """Whether a resource (or secret) is saved under ``name``."""
+    store = import_module("runhouse.resources.store").LocalStore()
+    return bool(store.exists(name) or store.exists(name, secret=True))
 
 
 def __dir__() -> list[str]:

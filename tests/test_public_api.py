@@ -28,15 +28,20 @@ def test_all_lists_exactly_the_public_api():
         "RemoteResult",
         "Resource",
         "RunhouseError",
+        "SSHError",
+        "Secret",
         "ServerError",
         "WorkerDied",
         "__version__",
         "cluster",
         "conda_env",
         "env",
+        "exists",
         "function",
         "here",
         "module",
+        "provider_secret",
+        "secret",
     }
     for name in rh.__all__:
         assert getattr(rh, name) is not None

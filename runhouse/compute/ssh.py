@@ -30,7 +30,8 @@ CONNECT_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class SSHCreds:
-    """How to log in: ``ssh_user`` and one of ``ssh_private_key`` (a path) or ``password``."""
+    """How to log in: ``ssh_user`` and ``ssh_private_key`` (a path) or ``password``; with neither,
+    the ssh agent and the default keys in ``~/.ssh`` are tried."""
 
     ssh_user: str
     ssh_private_key: str | None = None
@@ -54,8 +55,6 @@ class SSHCreds:
             if not path.is_file():
                 raise ConfigError(f"ssh_private_key {path} does not exist")
             key = str(path)
-        if key is None and not creds.get("password"):
-            raise ConfigError("ssh_creds needs ssh_private_key (a key file) or password")
         try:
             port = int(creds.get("ssh_port") or 22)
         except (TypeError, ValueError):
@@ -203,8 +202,9 @@ class SSHPool:
         }
         if creds.ssh_private_key:
             options["client_keys"] = [creds.ssh_private_key]
-        else:
-            options["client_keys"] = None
+        elif creds.password:
+            options["client_keys"] = None  # password only
+        # else: asyncssh's defaults, the ssh agent and ~/.ssh/id_* keys
         if creds.password:
             options["password"] = creds.password
         if creds.ssh_proxy_command:
@@ -212,7 +212,11 @@ class SSHPool:
         try:
             conn = await asyncio.wait_for(asyncssh.connect(host, **options), timeout + 5)
         except asyncssh.PermissionDenied as e:
-            how = "key" if creds.ssh_private_key else "password"
+            how = (
+                "key"
+                if creds.ssh_private_key
+                else ("password" if creds.password else "default keys or agent")
+            )
             raise SSHError(
                 f"{where} refused the login (step: connect): wrong {how} for {creds.ssh_user} ({e})"
             ) from None

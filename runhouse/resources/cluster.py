@@ -12,6 +12,7 @@ This module covers clusters whose daemon runs on this machine; remote kinds buil
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,8 @@ from runhouse.compute.ssh import SSHCreds
 from runhouse.exceptions import ConfigError, ConnectionError_, ObjectNotFound, ServerError
 from runhouse.resources.env import DEFAULT_ENV_NAME, Env, resolve_env
 from runhouse.resources.resource import Resource
+from runhouse.resources.secret import secret
+from runhouse.resources.store import LocalStore, local_name
 from runhouse.resources.sync import check_syncable, folder_name, sync_folder
 from runhouse.settings import Settings, load_settings
 
@@ -43,7 +46,7 @@ class Cluster(Resource):
         server_connection_type: str = "none",
         default_env: Env | None = None,
         settings: Settings | None = None,
-        ssh_creds: dict[str, Any] | SSHCreds | None = None,
+        ssh_creds: dict[str, Any] | SSHCreds | str | None = None,
         python: str | None = None,
         autostop_mins: float | None = None,
     ) -> None:
@@ -60,7 +63,10 @@ class Cluster(Resource):
         self.default_env = default_env
         self.python = python
         self.autostop_mins = autostop_mins
-        if isinstance(ssh_creds, dict):
+        self.ssh_secret = ssh_creds if isinstance(ssh_creds, str) else None
+        if isinstance(ssh_creds, str):
+            ssh_creds = _creds_from_secret(ssh_creds, self.settings)
+        elif isinstance(ssh_creds, dict):
             ssh_creds = SSHCreds.from_dict(ssh_creds)
         self.ssh_creds = ssh_creds
         self._remote: RemoteDaemon | None = None
@@ -280,7 +286,7 @@ class Cluster(Resource):
                 "server_port": self.server_port,
                 "server_connection_type": self.server_connection_type,
                 "default_env": self.default_env.config() if self.default_env else None,
-                "ssh_creds": self.ssh_creds.public() if self.ssh_creds else None,
+                "ssh_creds": self.ssh_secret or (self.ssh_creds.public() if self.ssh_creds else None),
                 "python": self.python,
                 "autostop_mins": self.autostop_mins,
             }
@@ -305,6 +311,31 @@ class Cluster(Resource):
         return f"<Cluster {self.name!r} {self.head}:{self.server_port}>"
 
 
+def _creds_from_secret(name: str, settings: Settings) -> SSHCreds:
+    """SSH credentials from a saved ssh secret; a stored key is written to a 0600 file for ssh tools."""
+    values = secret(name=name).values
+    if not values.get("ssh_user"):
+        raise ConfigError(f"ssh secret {name!r} has no ssh_user; save it with values={{'ssh_user': ...}}")
+    key_path = None
+    if values.get("private_key"):
+        folder = settings.home / "keys"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / local_name(name)
+        if not path.exists() or path.read_text() != values["private_key"]:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(values["private_key"])
+        key_path = str(path)
+    return SSHCreds.from_dict(
+        {
+            "ssh_user": values["ssh_user"],
+            "ssh_private_key": key_path,
+            "password": values.get("password"),
+            "ssh_port": values.get("ssh_port") or 22,
+        }
+    )
+
+
 def _installed(root: str) -> bool:
     """Whether code under ``root`` is an installed package (the cluster must install it, not sync it)."""
     return any(part in ("site-packages", "dist-packages") for part in Path(root).parts) or root.startswith(
@@ -318,7 +349,7 @@ def cluster(
     server_port: int | None = None,
     server_connection_type: str | None = None,
     default_env: Env | None = None,
-    ssh_creds: dict[str, Any] | None = None,
+    ssh_creds: dict[str, Any] | str | None = None,
     python: str | None = None,
     autostop_mins: float | None = None,
     instance_type: str | None = None,
@@ -339,8 +370,13 @@ def cluster(
         )
     if kwargs:
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
+    if host is None and name is not None and LocalStore().exists(name):
+        saved = Resource.from_name(name)
+        if not isinstance(saved, Cluster):
+            raise ConfigError(f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a cluster")
+        return saved
     if host is None:
-        raise ConfigError("rh.cluster needs host= (e.g. host='localhost')")
+        raise ConfigError("rh.cluster needs host= (e.g. host='localhost'), or the name of a saved cluster")
     head = host if isinstance(host, str) else (host[0] if host else "")
     connection = server_connection_type or ("none" if head in LOCAL_HOSTS else "ssh")
     return Cluster(

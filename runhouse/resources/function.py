@@ -127,8 +127,15 @@ def function(
     With only ``name`` and ``system``, returns a stub for a function already on that cluster.
     """
     if fn is None:
+        if name is not None and system is None:
+            saved = Resource.from_name(name)
+            if not isinstance(saved, Function):
+                raise ConfigError(f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a function")
+            return saved
         if name is None or system is None:
-            raise ConfigError("rh.function needs a function, or name= and system= of one already deployed")
+            raise ConfigError(
+                "rh.function needs a function, or name= of a saved one (and system= of its cluster)"
+            )
         stub = system.get(name, remote=True)
         if not isinstance(stub, Function):
             raise ConfigError(f"{name!r} on {system.name!r} is not a function")

@@ -208,7 +208,14 @@ def module(cls: type | None = None, name: str | None = None, system: Cluster | N
     """``rh.module(MyClass)`` to deploy a class, or ``rh.module(name=..., system=cluster)``
     for a stub of an object already living on that cluster."""
     if cls is None:
+        if name is not None and system is None:
+            saved = Resource.from_name(name)
+            if not isinstance(saved, RemoteModule):
+                raise ConfigError(f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a module")
+            return saved
         if name is None or system is None:
-            raise ConfigError("rh.module needs a class, or name= and system= of a live object")
+            raise ConfigError(
+                "rh.module needs a class, or name= of a saved module (or of a live one with system=)"
+            )
         return system.get(name, remote=True)
     return ModuleFactory(cls)

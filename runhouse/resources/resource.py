@@ -6,6 +6,7 @@ from importlib import import_module
 from typing import Any, ClassVar
 
 from runhouse.exceptions import ConfigError
+from runhouse.resources.store import LocalStore
 
 # Where each resource type is defined, so configs can be rebuilt in a process that has not
 # imported that module yet.
@@ -15,6 +16,7 @@ _MODULES = {
     "conda_env": "runhouse.resources.env",
     "function": "runhouse.resources.function",
     "module": "runhouse.resources.module",
+    "secret": "runhouse.resources.secret",
 }
 
 
@@ -59,6 +61,26 @@ class Resource:
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Resource:
         return cls(name=config.get("name"))
+
+    # -- saving by name (see runhouse.resources.store) -----------------------------------------
+    def save(self, name: str | None = None) -> Resource:
+        """Save this resource's config under its name (``~/name``: this machine's local store)."""
+        target = self.name if name is None else name
+        if target is None:
+            raise ConfigError("give the resource a name to save it: .save(name='...')")
+        LocalStore().save(target, self.config())
+        self.name = self.name or target
+        return self
+
+    def delete_configs(self) -> None:
+        """Remove this resource's saved config (the live objects on clusters stay)."""
+        if self.name:
+            LocalStore().delete(self.name)
+
+    @staticmethod
+    def from_name(name: str) -> Resource:
+        """Load a saved resource by name."""
+        return Resource.from_config(LocalStore().load(name))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

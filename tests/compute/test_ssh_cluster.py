@@ -254,3 +254,17 @@ def test_daemon_that_does_not_come_up(hosts):
     finally:
         squatter.kill()
         squatter.wait()
+
+
+def test_ssh_creds_from_a_saved_secret(hosts, lab):
+    rh.provider_secret("ssh", values={"ssh_user": "root"}, path=str(hosts.private_key), name="lab-key").save()
+    cluster = rh.cluster(
+        name="from-secret",
+        host=[hosts.hosts[0].address],
+        ssh_creds="lab-key",
+        server_port=lab.server_port,
+        python=sys.executable,
+    )
+    cluster.up_if_not()
+    assert rh.function(uf.add).to(cluster, name="add_from_secret")(5, 5) == 10
+    assert cluster.config()["ssh_creds"] == "lab-key"

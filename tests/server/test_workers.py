@@ -10,7 +10,7 @@ import runhouse as rh
 from runhouse.exceptions import ObjectNotFound, WorkerDied
 
 
-@pytest.mark.parametrize("killer", [uf.die, uf.segfault])
+@pytest.mark.parametrize("killer", [uf.die, uf.segfault, uf.sigkill_self])
 def test_worker_crash_is_reported_and_isolated(own_cluster, killer):
     c = own_cluster
     crash_env = rh.env(name="crashy")
@@ -20,7 +20,8 @@ def test_worker_crash_is_reported_and_isolated(own_cluster, killer):
     old_pid = rh.function(uf.getpid).to(c, env=crash_env, name="crashy_pid")()
 
     with pytest.raises(
-        WorkerDied, match=r"worker 'crashy' \(pid \d+\) (exited with code 3|was killed by signal SIGSEGV)"
+        WorkerDied,
+        match=r"worker 'crashy' \(pid \d+\) (exited with code 3|was killed by signal SIGSEGV|was killed by signal SIGKILL)",
     ):
         killer_fn()
 
