@@ -16,7 +16,8 @@ from typing import Any
 
 import httptools
 
-RECV = 1 << 20
+RECV = 1 << 16  # per recv(); large bodies are received straight into one buffer instead
+SMALL_PART = 1 << 16
 BIG_BODY = 1 << 20  # bodies at least this large are received into one preallocated buffer
 
 
@@ -86,15 +87,21 @@ class Connection:
             parts = [body]
         else:
             parts = list(body)
+        size = sum(memoryview(p).nbytes for p in parts)
         if parts or method in ("POST", "PUT"):
-            lines.append(f"Content-Length: {sum(len(p) for p in parts)}")
+            lines.append(f"Content-Length: {size}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if len(parts) == 1 and len(parts[0]) <= 65536:
-            self.sock.sendall(head + bytes(parts[0]))
-            return
-        self.sock.sendall(head)
+        # One write for the head and every small part; large buffers go out as they are (no copy).
+        pending = [head]
         for part in parts:
+            if memoryview(part).nbytes <= SMALL_PART:
+                pending.append(part)
+                continue
+            self.sock.sendall(b"".join(pending))
+            pending = []
             self.sock.sendall(part)
+        if pending:
+            self.sock.sendall(b"".join(pending))
 
     def receive(self) -> tuple[_Reply, Iterator[bytes]]:
         """Read the status and headers; return them and an iterator over body chunks."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from importlib import import_module
 from pathlib import Path
 
 import uvicorn
 
 from runhouse.server.app import create_app
 from runhouse.server.loop import has_uvloop
-from runhouse.server.tls import ensure_certificate
 from runhouse.settings import Settings
 
 
@@ -42,7 +42,9 @@ def run_daemon(
     write_private(folder / "pid", str(os.getpid()))
     settings = settings.with_(host=host, port=port)
     app = create_app(settings, port, token, autostop_mins=autostop_mins)
-    tls_files = ensure_certificate(folder) if tls else (None, None)
+    tls_files: tuple[Path | None, Path | None] = (None, None)
+    if tls:  # imported here: cryptography costs ~8 MB and 50 ms that plain-HTTP daemons do not need
+        tls_files = import_module("runhouse.server.tls").ensure_certificate(folder)
     config = uvicorn.Config(
         app,
         host=host,
