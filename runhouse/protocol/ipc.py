@@ -23,6 +23,7 @@ from typing import Any
 
 _PREFIX = struct.Struct(">IQ")
 _SCRATCH = 256 * 1024
+_SMALL = 64 * 1024
 
 Body = bytes | bytearray | memoryview | list[Any] | None  # a list is sent back to back
 OnMessage = Callable[[Any, Body], None]
@@ -52,8 +53,10 @@ class Channel(asyncio.BufferedProtocol):
         parts = body if isinstance(body, list) else ([body] if body is not None else [])
         size = sum(memoryview(p).nbytes for p in parts)
         prefix = _PREFIX.pack(len(head), size) + head
-        if size:
-            self._transport.writelines([prefix, *parts])
+        if size > _SMALL:
+            self._transport.writelines([prefix, *parts])  # large buffers are not copied
+        elif size:
+            self._transport.write(b"".join([prefix, *parts]))  # one syscall for small messages
         else:
             self._transport.write(prefix)
 

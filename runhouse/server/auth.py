@@ -47,6 +47,7 @@ class GuardMiddleware:
         # None: any Host (the daemon was bound to all addresses on purpose); the token still applies
         self._allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts} | LOOPBACK_NAMES
         self.daemon_state: Any = None
+        self._hosts_seen: set[bytes] = set()
         self._max_body = max_body
         self._hint = token_hint
 
@@ -65,9 +66,12 @@ class GuardMiddleware:
             elif name == b"content-length":
                 length = value
         allowed = self._allowed
-        if allowed is not None and host is not None and _host_name(host.decode("latin-1")) not in allowed:
-            await _deny(send, 421, "BadRequest", "Host header does not name this daemon")
-            return
+        if allowed is not None and host is not None and host not in self._hosts_seen:
+            if _host_name(host.decode("latin-1")) not in allowed:
+                await _deny(send, 421, "BadRequest", "Host header does not name this daemon")
+                return
+            if len(self._hosts_seen) < 64:  # remember accepted values: the check runs on every call
+                self._hosts_seen.add(host)
         if origin is not None and allowed is not None:
             origin_host = origin.decode("latin-1").split("://", 1)[-1]
             if _host_name(origin_host) not in allowed:
