@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -49,10 +50,8 @@ def _stop_procs(procs: list[psutil.Process], timeout: float = 10.0) -> None:
             continue
     _, alive = psutil.wait_procs(signalled, timeout=timeout)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=timeout)
 
 
@@ -213,11 +212,9 @@ class Daemon:
 
     def remember(self) -> None:
         """Record the daemon and its workers as they are now, to be sure they are gone at the end."""
-        try:
+        with contextlib.suppress(OSError, ValueError):
             for proc in _tree(self.pid):
                 self.known.setdefault(proc.pid, proc)
-        except (OSError, ValueError):
-            pass
 
     def stop(self) -> None:
         """``runhouse stop``, then make sure every process this daemon ever had is gone."""

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import runhouse as rh
-
 from bench._funcs import add
 from bench.servers import Daemon, free_port
 from bench.stats import median

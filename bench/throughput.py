@@ -46,7 +46,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     out["non_2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    out["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m else {}
+    out["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)) if m else {}
     return out
 
 

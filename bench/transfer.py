@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import numpy as np
-import runhouse as rh
 
+import runhouse as rh
 from bench._funcs import identity
 from bench.stats import median
 
