@@ -268,3 +268,74 @@ def test_ssh_creds_from_a_saved_secret(hosts, lab):
     cluster.up_if_not()
     assert rh.function(uf.add).to(cluster, name="add_from_secret")(5, 5) == 10
     assert cluster.config()["ssh_creds"] == "lab-key"
+
+
+RELAY = """
+import socket, sys, threading
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def pump():
+    while data := sock.recv(65536):
+        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
+threading.Thread(target=pump, daemon=True).start()
+while data := sys.stdin.buffer.read1(65536):
+    sock.sendall(data)
+"""
+
+
+def test_proxy_command(hosts, lab, tmp_path):
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    host = hosts.hosts[0]
+    creds = dict(_creds(hosts), ssh_proxy_command=f"{sys.executable} {relay} {host.address} 22")
+    cluster = rh.cluster(
+        name="via-proxy",
+        host=[host.address],
+        ssh_creds=creds,
+        server_port=lab.server_port,
+        python=sys.executable,
+    )
+    cluster.up_if_not()
+    assert rh.function(uf.add).to(cluster, name="add_via_proxy")(3, 4) == 7
+
+
+def test_env_with_reqs_on_an_ssh_host(hosts, tmp_path):
+    # The test hosts cannot reach a package index; this machine serves them a one-package index
+    # (a folder per project, as a simple index is laid out), named in the cluster's default env.
+    wheels = tmp_path / "index" / "six"
+    wheels.mkdir(parents=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), "six==1.16.0"],
+        check=True,
+        timeout=120,
+    )
+    host = hosts.hosts[1]
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            host.gateway,
+            "--directory",
+            str(tmp_path / "index"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{host.gateway}:{port}/"
+    index = {"UV_DEFAULT_INDEX": url, "PIP_INDEX_URL": url, "UV_HTTP_TIMEOUT": "10"}
+    cluster = _cluster(hosts, 1, default_env=rh.env(env_vars=index))
+    try:
+        cluster.up_if_not()
+        env = rh.env(reqs=["six==1.16.0"], name="ssh_six", venv=True)
+        assert rh.function(uf.module_version).to(cluster, env=env, name="six_on_host")("six") == "1.16.0"
+        bad = rh.env(reqs=["rh-not-served-anywhere==1.0"], name="ssh_bad", venv=True)
+        with pytest.raises(rh.EnvSetupError, match="rh-not-served-anywhere"):
+            rh.function(uf.add).to(cluster, env=bad, name="add_bad_env")
+        assert rh.function(uf.add).to(cluster)(1, 1) == 2
+    finally:
+        server.terminate()
+        server.wait()
+        cluster.teardown()
