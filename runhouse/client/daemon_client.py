@@ -7,6 +7,7 @@ events while the call runs and is written to this process's ``sys.stdout`` as it
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -35,8 +36,14 @@ def _echo(text: str) -> None:
     sys.stdout.flush()
 
 
+@functools.lru_cache(maxsize=1024)
 def _call_path(key: str, method: str) -> str:
     return f"/{quote(key, safe='')}/{quote(method, safe='')}"
+
+
+@functools.lru_cache(maxsize=64)
+def _with_shm(options: CallOptions) -> CallOptions:
+    return replace(options, shm=True)
 
 
 class DaemonClient:
@@ -141,7 +148,7 @@ class DaemonClient:
         """The request body for a call, and the shared-memory segments it created (to clean up)."""
         shm = self._shm if options.serialization == "pickle" else None
         if shm is not None:
-            options = replace(options, shm=True)
+            options = _with_shm(options)
         body = encode_call(args, kwargs, options, shm)
         if shm is None or len(body) < 3:
             return body, []
@@ -198,7 +205,9 @@ class DaemonClient:
                 if reply.status >= 400:
                     raise_for_error_body(reply.status, reply.read())
                 if not reply.content_type.startswith(FRAMES_CONTENT_TYPE):
-                    raise ServerError(f"daemon answered {reply.content_type!r} where frames were expected", 502)
+                    raise ServerError(
+                        f"daemon answered {reply.content_type!r} where frames were expected", 502
+                    )
                 decoder = ReplyDecoder(shm)
                 for chunk in reply.chunks():
                     for event in decoder.feed(chunk):

@@ -66,6 +66,7 @@ class Connection:
             sock = ssl_context.wrap_socket(sock, server_hostname=host)
         self.sock: socket.socket | ssl.SSLSocket | None = sock
         self._host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        self._blocks: dict[tuple[tuple[str, str], ...], str] = {}
 
     def close(self) -> None:
         if self.sock is not None:
@@ -76,11 +77,20 @@ class Connection:
     def closed(self) -> bool:
         return self.sock is None
 
+    def _header_block(self, headers: dict[str, str]) -> str:
+        """The Host line and ``headers`` as text, made once per distinct headers dict."""
+        key = tuple(headers.items())
+        block = self._blocks.get(key)
+        if block is None:
+            block = "\r\n".join([f"Host: {self._host_header}", *(f"{k}: {v}" for k, v in headers.items())])
+            if len(self._blocks) < 32:
+                self._blocks[key] = block
+        return block
+
     def send(self, method: str, path: str, headers: dict[str, str], body: Any) -> None:
         if self.sock is None:
             raise HTTPError("connection is closed")
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines = [f"{method} {path} HTTP/1.1", self._header_block(headers)]
         if body is None:
             parts: list[Any] = []
         elif isinstance(body, bytes | bytearray | memoryview):
