@@ -177,6 +177,20 @@ async def relay(
     return _Streamed(state, worker, cid, pending, fmt, run_name, header, body)
 
 
+async def _start_stream(send: Any, fmt: str) -> None:
+    content_type = FRAMES_CONTENT_TYPE if fmt == "frames" else NDJSON_CONTENT_TYPE
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type.encode())]}
+    )
+
+
+def _chunk(fmt: str, header: Any, body: Any) -> bytes:
+    """One worker message as a piece of a streamed reply: a frame, or an NDJSON line."""
+    if fmt == "frames":
+        return b"".join(_frame(header, body))
+    return _envelope(header, body) + b"\n"
+
+
 class Progress:
     """A streamed reply for slow daemon work (building an env): each line the work emits goes out
     as ``stdout`` at once; its return value ends the reply as ``config``, a runhouse error as
@@ -207,22 +221,11 @@ class Progress:
                 queue.put_nowait((("error", 0, info), None))
 
         task = asyncio.get_running_loop().create_task(run())
-        content_type = FRAMES_CONTENT_TYPE if self._fmt == "frames" else NDJSON_CONTENT_TYPE
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", content_type.encode())],
-            }
-        )
+        await _start_stream(send, self._fmt)
         try:
             while True:
                 header, body = await queue.get()
-                chunk = (
-                    b"".join(_frame(header, body))
-                    if self._fmt == "frames"
-                    else _envelope(header, body) + b"\n"
-                )
+                chunk = _chunk(self._fmt, header, body)
                 final = header[0] in FINAL_KINDS
                 await send({"type": "http.response.body", "body": chunk, "more_body": not final})
                 if final:
@@ -264,21 +267,14 @@ class _Streamed:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         state, worker, cid, pending, fmt, run_name = self._args
         header, body = self._first
-        content_type = FRAMES_CONTENT_TYPE if fmt == "frames" else NDJSON_CONTENT_TYPE
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", content_type.encode())],
-            }
-        )
+        await _start_stream(send, fmt)
         try:
             if run_name:
                 state.running_runs.add(run_name)
             while True:
                 if header[0] == "out" and run_name:
                     state.record_output(run_name, header[2])
-                chunk = b"".join(_frame(header, body)) if fmt == "frames" else _envelope(header, body) + b"\n"
+                chunk = _chunk(fmt, header, body)
                 final = header[0] in FINAL_KINDS
                 await send({"type": "http.response.body", "body": chunk, "more_body": not final})
                 if final:
