@@ -164,3 +164,7 @@ def sigkill_self():
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def apply(fn, value):
+    return fn(value)

@@ -298,3 +298,36 @@ def test_failed_call_leaves_no_shared_memory_behind(cluster):
     with pytest.raises(TypeError):
         nothing_here(np.zeros(2_000_000))  # add() misses its second argument
     assert not list(folder.glob("seg-*"))
+
+
+def test_arguments_that_need_pickling_by_value(cluster, tmp_path):
+    apply = rh.function(uf.apply).to(cluster)
+    offset = 10
+    assert apply(lambda x: x + offset, 5) == 15  # a closure: sent by value
+
+    class Local:  # defined in a function: not importable on the cluster
+        def __init__(self, n):
+            self.n = n
+
+        def __call__(self, x):
+            return x * self.n
+
+    assert apply(Local(3), 4) == 12
+    script = tmp_path / "main_arg.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(uf.__file__.rsplit("/", 1)[0])!r})
+        import runhouse as rh
+        import user_funcs as uf
+
+        def double(x):  # lives in __main__: the cluster cannot import it by name
+            return 2 * x
+
+        c = rh.cluster(name="x", host="localhost", server_port={cluster.server_port})
+        print(rh.function(uf.apply).to(c)(double, 21))
+    """)
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42"
