@@ -339,3 +339,17 @@ def test_env_with_reqs_on_an_ssh_host(hosts, tmp_path):
         server.terminate()
         server.wait()
         cluster.teardown()
+
+
+def test_python_is_found_on_the_hosts_path(hosts):
+    from runhouse.compute import bootstrap
+    from runhouse.compute.ssh import SSHCreds, pool_for
+    from runhouse.settings import load_settings
+
+    session = pool_for(load_settings().home).session(
+        hosts.hosts[0].address, SSHCreds.from_dict(_creds(hosts))
+    )
+    found = bootstrap.find_python(session, None)
+    rc, out, _ = session.run(f"{found} -c 'import sys; print(sys.version_info >= (3, 10))'")
+    assert rc == 0 and out.strip() == "True"
+    assert found.startswith("/")  # a real path on the host, from its PATH
