@@ -371,10 +371,7 @@ def cluster(
     if kwargs:
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
     if host is None and name is not None and LocalStore().exists(name):
-        saved = Resource.from_name(name)
-        if not isinstance(saved, Cluster):
-            raise ConfigError(f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a cluster")
-        return saved
+        return Cluster.load(name)
     if host is None:
         raise ConfigError("rh.cluster needs host= (e.g. host='localhost'), or the name of a saved cluster")
     head = host if isinstance(host, str) else (host[0] if host else "")

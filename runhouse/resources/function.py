@@ -128,10 +128,7 @@ def function(
     """
     if fn is None:
         if name is not None and system is None:
-            saved = Resource.from_name(name)
-            if not isinstance(saved, Function):
-                raise ConfigError(f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a function")
-            return saved
+            return Function.load(name)
         if name is None or system is None:
             raise ConfigError(
                 "rh.function needs a function, or name= of a saved one (and system= of its cluster)"

@@ -209,10 +209,7 @@ def module(cls: type | None = None, name: str | None = None, system: Cluster | N
     for a stub of an object already living on that cluster."""
     if cls is None:
         if name is not None and system is None:
-            saved = Resource.from_name(name)
-            if not isinstance(saved, RemoteModule):
-                raise ConfigError(f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a module")
-            return saved
+            return RemoteModule.load(name)
         if name is None or system is None:
             raise ConfigError(
                 "rh.module needs a class, or name= of a saved module (or of a live one with system=)"

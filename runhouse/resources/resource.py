@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from runhouse.exceptions import ConfigError
 from runhouse.resources.store import LocalStore
+
+R = TypeVar("R", bound="Resource")
 
 # Where each resource type is defined, so configs can be rebuilt in a process that has not
 # imported that module yet.
@@ -81,6 +83,16 @@ class Resource:
     def from_name(name: str) -> Resource:
         """Load a saved resource by name."""
         return Resource.from_config(LocalStore().load(name))
+
+    @classmethod
+    def load(cls: type[R], name: str) -> R:
+        """Load a saved resource by name, checking it is one of these."""
+        saved = Resource.from_name(name)
+        if not isinstance(saved, cls):
+            raise ConfigError(
+                f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a {cls.RESOURCE_TYPE}"
+            )
+        return saved
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
