@@ -94,9 +94,6 @@ class DaemonClient:
     def envs(self) -> list[dict[str, Any]]:
         return self.request_json("GET", "/envs")["envs"]
 
-    def create_env(self, name: str, env_vars: dict[str, str] | None = None) -> dict[str, Any]:
-        return self.request_json("POST", "/create_env", {"name": name, "env_vars": env_vars or {}})
-
     def resource(self, key: str) -> dict[str, Any]:
         return self.request_json("GET", "/resource", params={"key": key})
 
