@@ -207,11 +207,21 @@ def _restart_needed(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 def _interactive_sessions() -> int:
-    """Logged-in terminal sessions (``ssh`` shells) of this machine: people at work count as activity."""
-    try:
-        return sum(1 for user in psutil.users() if (user.terminal or "").startswith("pts"))
-    except OSError:
-        return 0
+    """Terminal sessions opened over SSH on this machine: people at work count as activity.
+
+    A session is a process on a pseudo-terminal with an ``sshd`` among its ancestors (login
+    records are not kept everywhere, e.g. in containers, so processes are what is looked at)."""
+    count = 0
+    for proc in psutil.process_iter(["terminal"]):
+        terminal = proc.info.get("terminal") or ""
+        if not terminal.startswith("/dev/pts/"):
+            continue
+        try:
+            if any(parent.name() == "sshd" for parent in proc.parents()):
+                count += 1
+        except psutil.Error:
+            continue
+    return count
 
 
 def _log_emit(env: str) -> Emit:

@@ -353,3 +353,25 @@ def test_python_is_found_on_the_hosts_path(hosts):
     rc, out, _ = session.run(f"{found} -c 'import sys; print(sys.version_info >= (3, 10))'")
     assert rc == 0 and out.strip() == "True"
     assert found.startswith("/")  # a real path on the host, from its PATH
+
+
+def test_an_open_ssh_shell_keeps_autostop_away(hosts):
+    cluster = _cluster(hosts, 0, autostop_mins=0.05)  # three seconds
+    cluster.up_if_not()
+    shell = subprocess.Popen(
+        [*hosts.ssh_argv(hosts.hosts[0]), "-tt", "sleep 9"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(7)
+        assert cluster.is_up(), "someone is logged in: the daemon must stay"
+        shell.wait(timeout=20)
+        deadline = time.monotonic() + 30
+        while cluster.is_up():
+            assert time.monotonic() < deadline, "idle again after the shell closed: it should stop"
+            time.sleep(1)
+    finally:
+        shell.kill()
+        cluster.teardown()
