@@ -76,6 +76,12 @@ def _env_vars(value: dict[str, Any] | str | None) -> dict[str, str]:
     raise ConfigError(f"env_vars must be a dict or the path of a .env file, got {type(value).__name__}")
 
 
+def _env_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments every env kind shares, from a config."""
+    keys = ("name", "reqs", "env_vars", "setup_cmds", "working_dir", "compute")
+    return {key: config.get(key) for key in keys}
+
+
 class Env(Resource):
     """A worker's environment: requirements, environment variables, setup commands, working dir."""
 
@@ -166,15 +172,7 @@ class Env(Resource):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Env:
-        return cls(
-            name=config.get("name"),
-            reqs=config.get("reqs"),
-            env_vars=config.get("env_vars"),
-            setup_cmds=config.get("setup_cmds"),
-            working_dir=config.get("working_dir"),
-            compute=config.get("compute"),
-            venv=config.get("venv") or False,
-        )
+        return cls(**_env_kwargs(config), venv=config.get("venv") or False)
 
 
 class CondaEnv(Env):
@@ -212,15 +210,7 @@ class CondaEnv(Env):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> CondaEnv:
-        return cls(
-            config["conda_env"],
-            name=config.get("name"),
-            reqs=config.get("reqs"),
-            env_vars=config.get("env_vars"),
-            setup_cmds=config.get("setup_cmds"),
-            working_dir=config.get("working_dir"),
-            compute=config.get("compute"),
-        )
+        return cls(config["conda_env"], **_env_kwargs(config))
 
 
 def env(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from typing import Any
@@ -19,7 +20,12 @@ from runhouse.server.routes._body import json_body
 from runhouse.server.state import DaemonState
 
 RUN_BASH_TIMEOUT_S = 3600
-_HOST_ID = host_id()
+
+
+@functools.cache
+def _host_id() -> str:
+    """Read once, on the first /check (not at import)."""
+    return host_id()
 
 
 def _state(request: Request) -> DaemonState:
@@ -27,7 +33,7 @@ def _state(request: Request) -> DaemonState:
 
 
 async def check(request: Request) -> Response:
-    return JSONResponse({"rh_version": __version__, "protocol": PROTOCOL_VERSION, "host_id": _HOST_ID})
+    return JSONResponse({"rh_version": __version__, "protocol": PROTOCOL_VERSION, "host_id": _host_id()})
 
 
 async def status(request: Request) -> Response:
