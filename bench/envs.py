@@ -55,7 +55,11 @@ def main() -> None:
     try:
         warm = rh.env(reqs=["six==1.16.0"], name="warm-cache", venv=True)  # fills the installer's cache
         rh.function(bench_env_code.version).to(cluster, env=warm, name="warm")
-        results: dict[str, list[float]] = {"new env, shared Python": [], "new env, own venv": [], "re-send": []}
+        results: dict[str, list[float]] = {
+            "new env, shared Python": [],
+            "new env, own venv": [],
+            "re-send": [],
+        }
         for rep in range(args.reps):
             for label, venv in (("new env, shared Python", False), ("new env, own venv", True)):
                 name = f"e{uuid.uuid4().hex[:8]}"

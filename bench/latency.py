@@ -36,8 +36,9 @@ def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
     return samples
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], calls: int, rounds: int,
-                opened: dict[str, Counter] | None = None) -> dict[str, dict[str, Any]]:
+def interleaved(
+    variants: dict[str, Callable[[], Any]], calls: int, rounds: int, opened: dict[str, Counter] | None = None
+) -> dict[str, dict[str, Any]]:
     """Run every variant ``calls`` times in total, in ``rounds`` rotating blocks; summarize each.
 
     ``opened[name]()`` returns a running count of connections the variant's client has opened.
@@ -47,7 +48,7 @@ def interleaved(variants: dict[str, Callable[[], Any]], calls: int, rounds: int,
     new_connections = dict.fromkeys(names, 0)
     per_block = max(1, calls // rounds)
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn = variants[name]
             for _ in range(WARM_PER_BLOCK):
@@ -73,6 +74,7 @@ def stub_connection_counter() -> Iterator[Counter | None]:
     """
     try:
         from runhouse.client import http11
+
         original = http11.Connection.__init__
     except (ImportError, AttributeError):
         yield None

@@ -25,8 +25,11 @@ def snapshot(daemon: Daemon) -> dict[str, float]:
     """RSS (MiB) of the daemon, of its workers together, and the total."""
     daemon_mb = rss_mb(daemon.pid)
     worker_mb = sum(rss_mb(pid) for pid in daemon.worker_pids())
-    return {"daemon_mb": round(daemon_mb, 2), "worker_mb": round(worker_mb, 2),
-            "total_mb": round(daemon_mb + worker_mb, 2)}
+    return {
+        "daemon_mb": round(daemon_mb, 2),
+        "worker_mb": round(worker_mb, 2),
+        "total_mb": round(daemon_mb + worker_mb, 2),
+    }
 
 
 def idle(daemon: Daemon, settle_s: float = 1.0) -> dict[str, Any]:
@@ -36,8 +39,9 @@ def idle(daemon: Daemon, settle_s: float = 1.0) -> dict[str, Any]:
     return {**snapshot(daemon), "daemon_pid": daemon.pid, "worker_pid": worker_pid}
 
 
-def growth(daemon: Daemon, call: Callable[[], Any], calls: int, warm: int = 2000,
-           checkpoints: int = 10) -> dict[str, Any]:
+def growth(
+    daemon: Daemon, call: Callable[[], Any], calls: int, warm: int = 2000, checkpoints: int = 10
+) -> dict[str, Any]:
     """RSS before and after ``calls`` sequential calls (after ``warm`` untimed ones), with a trace."""
     for _ in range(warm):
         call()

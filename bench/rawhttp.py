@@ -14,8 +14,9 @@ import socket
 from typing import Any
 
 CALL_PATH = "/add/call"
-CALL_BODY = json.dumps({"data": {"args": [1, 2], "kwargs": {}}, "serialization": "none"},
-                       separators=(",", ":")).encode()
+CALL_BODY = json.dumps(
+    {"data": {"args": [1, 2], "kwargs": {}}, "serialization": "none"}, separators=(",", ":")
+).encode()
 EXPECTED = b"3"
 
 
@@ -34,8 +35,14 @@ def build_request(port: int, path: str, body: bytes, headers: dict[str, str]) ->
 class RawHTTPClient:
     """One keep-alive connection to ``127.0.0.1:port`` sending the same request again and again."""
 
-    def __init__(self, port: int, path: str = CALL_PATH, body: bytes = CALL_BODY,
-                 headers: dict[str, str] | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str = CALL_PATH,
+        body: bytes = CALL_BODY,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.port = port
         self.request = build_request(port, path, body, headers or {})
         self.timeout = timeout
@@ -97,7 +104,7 @@ class RawHTTPClient:
                 raise HTTPFailure("chunked replies are not expected from a trivial call")
         if length is None:
             raise HTTPFailure("reply has no Content-Length")
-        body = buf[end + 4:]
+        body = buf[end + 4 :]
         while len(body) < length:
             chunk = sock.recv(65536)
             if not chunk:

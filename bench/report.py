@@ -43,26 +43,56 @@ def targets(r: dict[str, Any]) -> list[Target]:
     p50 = stub[STUB_DEFAULT]["p50_ms"]
     out.append(Target("sequential p50, Python stub, streaming on", f"{p50:.3f} ms", "<= 0.5 ms", p50 <= 0.5))
     ratio = _ratio(raw[OURS]["p50_ms"], raw[FASTAPI]["p50_ms"])
-    out.append(Target("sequential p50, raw HTTP, ours / FastAPI", f"{ratio:.2f}x "
-                      f"({raw[OURS]['p50_ms']:.3f} vs {raw[FASTAPI]['p50_ms']:.3f} ms)", "<= 1.00x", ratio <= 1.0))
+    out.append(
+        Target(
+            "sequential p50, raw HTTP, ours / FastAPI",
+            f"{ratio:.2f}x ({raw[OURS]['p50_ms']:.3f} vs {raw[FASTAPI]['p50_ms']:.3f} ms)",
+            "<= 1.00x",
+            ratio <= 1.0,
+        )
+    )
     ratio = _ratio(p50, raw[FASTAPI]["p50_ms"])
-    out.append(Target("sequential p50, Python stub / FastAPI (raw HTTP)", f"{ratio:.2f}x "
-                      f"({p50:.3f} vs {raw[FASTAPI]['p50_ms']:.3f} ms)", "<= 1.00x", ratio <= 1.0))
+    out.append(
+        Target(
+            "sequential p50, Python stub / FastAPI (raw HTTP)",
+            f"{ratio:.2f}x ({p50:.3f} vs {raw[FASTAPI]['p50_ms']:.3f} ms)",
+            "<= 1.00x",
+            ratio <= 1.0,
+        )
+    )
     on, off = stub[STUB_ON]["p50_ms"], stub[STUB_OFF]["p50_ms"]
-    raw_on, raw_off = r["latency"]["raw_streaming"]["stream_logs=true"]["p50_ms"], \
-        r["latency"]["raw_streaming"]["stream_logs=false"]["p50_ms"]
-    out.append(Target("streaming cost when nothing prints (p50 on - off)",
-                      f"stub {(on - off) * 1e3:+.0f} us ({on:.3f} vs {off:.3f} ms); "
-                      f"raw {(raw_on - raw_off) * 1e3:+.0f} us ({raw_on:.3f} vs {raw_off:.3f} ms)",
-                      f"both <= {STREAMING_TOLERANCE:.0%} of off",
-                      on <= off * (1 + STREAMING_TOLERANCE) and raw_on <= raw_off * (1 + STREAMING_TOLERANCE)))
+    raw_on, raw_off = (
+        r["latency"]["raw_streaming"]["stream_logs=true"]["p50_ms"],
+        r["latency"]["raw_streaming"]["stream_logs=false"]["p50_ms"],
+    )
+    out.append(
+        Target(
+            "streaming cost when nothing prints (p50 on - off)",
+            f"stub {(on - off) * 1e3:+.0f} us ({on:.3f} vs {off:.3f} ms); "
+            f"raw {(raw_on - raw_off) * 1e3:+.0f} us ({raw_on:.3f} vs {raw_off:.3f} ms)",
+            f"both <= {STREAMING_TOLERANCE:.0%} of off",
+            on <= off * (1 + STREAMING_TOLERANCE) and raw_on <= raw_off * (1 + STREAMING_TOLERANCE),
+        )
+    )
     tp = r["throughput"]
     vs_fastapi = _ratio(tp[OURS]["calls_per_s"], tp[FASTAPI]["calls_per_s"])
     vs_flask = _ratio(tp[OURS]["calls_per_s"], tp[FLASK]["calls_per_s"])
-    out.append(Target("throughput @64 in flight, ours / FastAPI (best runs)",
-                      f"{vs_fastapi:.2f}x (per round: {_per_round(tp, FASTAPI)})", ">= 2.00x", vs_fastapi >= 2.0))
-    out.append(Target("throughput @64 in flight, ours / Flask+gunicorn (best runs)",
-                      f"{vs_flask:.2f}x (per round: {_per_round(tp, FLASK)})", ">= 3.00x", vs_flask >= 3.0))
+    out.append(
+        Target(
+            "throughput @64 in flight, ours / FastAPI (best runs)",
+            f"{vs_fastapi:.2f}x (per round: {_per_round(tp, FASTAPI)})",
+            ">= 2.00x",
+            vs_fastapi >= 2.0,
+        )
+    )
+    out.append(
+        Target(
+            "throughput @64 in flight, ours / Flask+gunicorn (best runs)",
+            f"{vs_flask:.2f}x (per round: {_per_round(tp, FLASK)})",
+            ">= 3.00x",
+            vs_flask >= 3.0,
+        )
+    )
     start = r["startup"]["median_total_s"]
     out.append(Target("`runhouse start` to first call (median)", f"{start:.2f} s", "<= 1.5 s", start <= 1.5))
     mbps = r["transfer"]["median_mb_per_s"]
@@ -71,8 +101,14 @@ def targets(r: dict[str, Any]) -> list[Target]:
     out.append(Target("idle RSS, daemon + default worker", f"{idle:.1f} MiB", "<= 120 MiB", idle <= 120))
     growth = r["memory"]["growth"]
     delta = growth["delta"]["total_mb"]
-    out.append(Target(f"RSS growth over {growth['calls']:,} calls", f"{delta:+.2f} MiB", f"<= {GROWTH_LIMIT_MB:.0f} MiB",
-                      delta <= GROWTH_LIMIT_MB))
+    out.append(
+        Target(
+            f"RSS growth over {growth['calls']:,} calls",
+            f"{delta:+.2f} MiB",
+            f"<= {GROWTH_LIMIT_MB:.0f} MiB",
+            delta <= GROWTH_LIMIT_MB,
+        )
+    )
     return out
 
 
@@ -82,23 +118,41 @@ def _row(*cells: Any) -> str:
 
 def _latency_row(label: str, s: dict[str, Any]) -> str:
     opened = s.get("new_connections")
-    return _row(label, s["p50_ms"], s["p90_ms"], s["p99_ms"], s["calls_per_s"], s["n"], "-" if opened is None else opened)
+    return _row(
+        label,
+        s["p50_ms"],
+        s["p90_ms"],
+        s["p99_ms"],
+        s["calls_per_s"],
+        s["n"],
+        "-" if opened is None else opened,
+    )
 
 
 def markdown(r: dict[str, Any], checked: list[Target]) -> str:
     """All result tables in Markdown (also what ``run.py`` prints)."""
     m = r["meta"]
-    lines = [f"Run: {m.get('date')}, mode {m.get('mode')}, {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
-             f"runhouse {m['runhouse']} at {m['git_commit']} (+{m['runhouse_files_changed_since_commit']} changed files, "
-             f"source sha256 {m['runhouse_source_sha256']}), CPU steal {m.get('cpu_steal_pct')}%, "
-             f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}, {m.get('wall_s')} s."
-             + (" SOURCES CHANGED DURING THE RUN." if "runhouse_source_sha256_end" in m else ""), "",
-             "### Targets", "", _row("target", "measured", "limit", "result"), _row("---", "---", "---", "---")]
+    lines = [
+        f"Run: {m.get('date')}, mode {m.get('mode')}, {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
+        f"runhouse {m['runhouse']} at {m['git_commit']} (+{m['runhouse_files_changed_since_commit']} changed files, "
+        f"source sha256 {m['runhouse_source_sha256']}), CPU steal {m.get('cpu_steal_pct')}%, "
+        f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}, {m.get('wall_s')} s."
+        + (" SOURCES CHANGED DURING THE RUN." if "runhouse_source_sha256_end" in m else ""),
+        "",
+        "### Targets",
+        "",
+        _row("target", "measured", "limit", "result"),
+        _row("---", "---", "---", "---"),
+    ]
     lines += [_row(t.name, t.measured, t.limit, "PASS" if t.passed else "MISS") for t in checked]
 
-    lines += ["", "### Sequential latency (one call in flight)", "",
-              _row("client -> server", "p50 ms", "p90 ms", "p99 ms", "calls/s", "calls", "new connections"),
-              _row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
+    lines += [
+        "",
+        "### Sequential latency (one call in flight)",
+        "",
+        _row("client -> server", "p50 ms", "p90 ms", "p99 ms", "calls/s", "calls", "new connections"),
+        _row("---", "---:", "---:", "---:", "---:", "---:", "---:"),
+    ]
     lat = r["latency"]
     for name, s in lat["stub"].items():
         lines.append(_latency_row(f"Python stub `{name}` -> runhouse", s))
@@ -110,32 +164,61 @@ def markdown(r: dict[str, Any], checked: list[Target]) -> str:
         lines.append(_latency_row(f"raw HTTP -> runhouse, `{name}` in body", s))
 
     tp = r["throughput"]
-    lines += ["", "### Throughput (wrk -t1 -c64, best of the runs)", "",
-              _row("server", "calls/s", "ratio ours/this", "p50 ms", "p90 ms", "p99 ms", "all runs calls/s", "errors"),
-              _row("---", "---:", "---:", "---:", "---:", "---:", "---", "---")]
+    lines += [
+        "",
+        "### Throughput (wrk -t1 -c64, best of the runs)",
+        "",
+        _row(
+            "server", "calls/s", "ratio ours/this", "p50 ms", "p90 ms", "p99 ms", "all runs calls/s", "errors"
+        ),
+        _row("---", "---:", "---:", "---:", "---:", "---:", "---", "---"),
+    ]
     for name, t in tp.items():
         errors = t["non_2xx"] + sum(t["socket_errors"].values())
-        lines.append(_row(name, f"{t['calls_per_s']:.0f}", f"{tp[OURS]['calls_per_s'] / t['calls_per_s']:.2f}",
-                          t["p50_ms"], t["p90_ms"], t["p99_ms"],
-                          ", ".join(f"{v:.0f}" for v in t["all_calls_per_s"]), errors))
+        lines.append(
+            _row(
+                name,
+                f"{t['calls_per_s']:.0f}",
+                f"{tp[OURS]['calls_per_s'] / t['calls_per_s']:.2f}",
+                t["p50_ms"],
+                t["p90_ms"],
+                t["p99_ms"],
+                ", ".join(f"{v:.0f}" for v in t["all_calls_per_s"]),
+                errors,
+            )
+        )
 
     st, tr, mem = r["startup"], r["transfer"], r["memory"]
     g = mem["growth"]
-    lines += ["", "### Start-up, transfer, memory", "",
-              _row("measure", "value"), _row("---", "---"),
-              _row("start to first call, median (CLI / deploy / first call)",
-                   f"{st['median_total_s']:.3f} s ({st['median_cli_s']:.3f} / {st['median_deploy_s']:.3f} / "
-                   f"{st['median_first_call_s']:.3f} s)"),
-              _row("start to first call, all runs", ", ".join(f"{s:.3f}" for s in st["samples_total_s"]) + " s"),
-              _row("100 MB round trip, median / best / cold", f"{tr['median_mb_per_s']:.0f} / {tr['best_mb_per_s']:.0f} / "
-                   f"{tr['cold_mb_per_s']:.0f} MB/s"),
-              _row("idle RSS daemon + worker", f"{mem['idle']['daemon_mb']:.1f} + {mem['idle']['worker_mb']:.1f} = "
-                   f"{mem['idle']['total_mb']:.1f} MiB"),
-              _row(f"RSS before / after {g['calls']:,} calls (total)",
-                   f"{g['before']['total_mb']:.1f} / {g['after']['total_mb']:.1f} MiB "
-                   f"(daemon {g['delta']['daemon_mb']:+.2f}, worker {g['delta']['worker_mb']:+.2f} MiB; "
-                   f"{g['seconds']:.0f} s)"),
-              _row("RSS trace over those calls (MiB)", ", ".join(f"{v:.1f}" for v in g["trace_total_mb"]))]
+    lines += [
+        "",
+        "### Start-up, transfer, memory",
+        "",
+        _row("measure", "value"),
+        _row("---", "---"),
+        _row(
+            "start to first call, median (CLI / deploy / first call)",
+            f"{st['median_total_s']:.3f} s ({st['median_cli_s']:.3f} / {st['median_deploy_s']:.3f} / "
+            f"{st['median_first_call_s']:.3f} s)",
+        ),
+        _row("start to first call, all runs", ", ".join(f"{s:.3f}" for s in st["samples_total_s"]) + " s"),
+        _row(
+            "100 MB round trip, median / best / cold",
+            f"{tr['median_mb_per_s']:.0f} / {tr['best_mb_per_s']:.0f} / {tr['cold_mb_per_s']:.0f} MB/s",
+        ),
+        _row(
+            "idle RSS daemon + worker",
+            f"{mem['idle']['daemon_mb']:.1f} + {mem['idle']['worker_mb']:.1f} = "
+            f"{mem['idle']['total_mb']:.1f} MiB",
+        ),
+        _row(
+            f"RSS before / after {g['calls']:,} calls (total)",
+            f"{g['before']['total_mb']:.1f} / {g['after']['total_mb']:.1f} MiB "
+            f"(daemon {g['delta']['daemon_mb']:+.2f}, worker {g['delta']['worker_mb']:+.2f} MiB; "
+            f"{g['seconds']:.0f} s)",
+        ),
+        _row("RSS trace over those calls (MiB)", ", ".join(f"{v:.1f}" for v in g["trace_total_mb"])),
+    ]
     return "\n".join(lines)
 
 

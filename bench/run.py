@@ -56,10 +56,26 @@ class Plan:
     transfer_reps: int
 
 
-FULL = Plan(startup_reps=5, memory_calls=100_000, latency_calls=10_000, latency_rounds=40,
-            wrk_seconds=10, wrk_rounds=3, wrk_warm_s=2, transfer_reps=7)
-QUICK = Plan(startup_reps=2, memory_calls=5_000, latency_calls=1_500, latency_rounds=3,
-             wrk_seconds=3, wrk_rounds=1, wrk_warm_s=1, transfer_reps=3)
+FULL = Plan(
+    startup_reps=5,
+    memory_calls=100_000,
+    latency_calls=10_000,
+    latency_rounds=40,
+    wrk_seconds=10,
+    wrk_rounds=3,
+    wrk_warm_s=2,
+    transfer_reps=7,
+)
+QUICK = Plan(
+    startup_reps=2,
+    memory_calls=5_000,
+    latency_calls=1_500,
+    latency_rounds=3,
+    wrk_seconds=3,
+    wrk_rounds=1,
+    wrk_warm_s=1,
+    transfer_reps=3,
+)
 
 
 def source_fingerprint() -> str:
@@ -86,15 +102,24 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "runhouse"], cwd=REPO, capture_output=True,
-                           text=True).stdout.splitlines()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "runhouse"], cwd=REPO, capture_output=True, text=True
+    ).stdout.splitlines()
     return {
-        "cpus": os.cpu_count(), "cpu_model": model, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": platform.platform(), "python": platform.python_version(), "runhouse": rh.__version__,
-        "git_commit": commit, "runhouse_files_changed_since_commit": len(dirty),
-        "runhouse_source_sha256": source_fingerprint(), "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "loadavg_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "runhouse": rh.__version__,
+        "git_commit": commit,
+        "runhouse_files_changed_since_commit": len(dirty),
+        "runhouse_source_sha256": source_fingerprint(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "loadavg_start": os.getloadavg(),
         "gunicorn_workers": gunicorn_workers(),
     }
 
@@ -119,10 +144,15 @@ def measure_latency(fn: Any, daemon: Daemon, ports: dict[str, int], plan: Plan) 
     headers = daemon.auth_headers  # sent to every server, so every request is the same bytes
     out["raw"] = _raw({name: RawHTTPClient(port, headers=headers) for name, port in ports.items()}, plan)
     log("sequential latency: raw HTTP to runhouse, stream_logs true vs false in the body")
-    out["raw_streaming"] = _raw({
-        f"stream_logs={str(flag).lower()}": RawHTTPClient(daemon.port, body=latency.streaming_body(flag), headers=headers)
-        for flag in (True, False)
-    }, plan)
+    out["raw_streaming"] = _raw(
+        {
+            f"stream_logs={str(flag).lower()}": RawHTTPClient(
+                daemon.port, body=latency.streaming_body(flag), headers=headers
+            )
+            for flag in (True, False)
+        },
+        plan,
+    )
     return out
 
 
@@ -154,8 +184,12 @@ def run(plan: Plan, work: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
 
     log(f"throughput: wrk -t1 -c64 -d{plan.wrk_seconds}s, {plan.wrk_rounds} round(s)")
     lua = throughput.write_lua(work / "post.lua", daemon.auth_headers)
-    results["throughput"] = throughput.compare({name: (port, lua) for name, port in ports.items()},
-                                               plan.wrk_seconds, plan.wrk_rounds, plan.wrk_warm_s)
+    results["throughput"] = throughput.compare(
+        {name: (port, lua) for name, port in ports.items()},
+        plan.wrk_seconds,
+        plan.wrk_rounds,
+        plan.wrk_warm_s,
+    )
 
     log(f"100 MB round trip, {plan.transfer_reps} timed calls")
     results["transfer"] = transfer.round_trip(cluster, plan.transfer_reps)

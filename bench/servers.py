@@ -64,8 +64,12 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def wait_ready(port: int, headers: dict[str, str] | None = None, timeout: float = READY_TIMEOUT_S,
-               proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_ready(
+    port: int,
+    headers: dict[str, str] | None = None,
+    timeout: float = READY_TIMEOUT_S,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     """Wait until ``POST /add/call`` on ``port`` returns ``3``."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -104,7 +108,9 @@ class Service:
 def _spawn(name: str, argv: list[str], port: int, log_dir: Path) -> Service:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     service = Service(name, port, proc, log_path)
     try:
         wait_ready(port, proc=proc)
@@ -116,8 +122,16 @@ def _spawn(name: str, argv: list[str], port: int, log_dir: Path) -> Service:
 
 def start_fastapi(port: int, log_dir: Path) -> Service:
     """FastAPI under plain ``uvicorn app --host --port``: one process, uvicorn's defaults."""
-    argv = [sys.executable, "-m", "uvicorn", "bench.baselines.fastapi_app:app",
-            "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.baselines.fastapi_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return _spawn("fastapi_uvicorn", argv, port, log_dir)
 
 
@@ -128,8 +142,18 @@ def gunicorn_workers() -> int:
 
 def start_gunicorn(port: int, log_dir: Path) -> Service:
     """Flask under gunicorn with the recommended number of sync workers."""
-    argv = [sys.executable, "-m", "gunicorn", "--workers", str(gunicorn_workers()), "--worker-class", "sync",
-            "--bind", f"127.0.0.1:{port}", "bench.baselines.flask_app:app"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(gunicorn_workers()),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "bench.baselines.flask_app:app",
+    ]
     return _spawn("flask_gunicorn", argv, port, log_dir)
 
 
@@ -154,8 +178,14 @@ class Daemon:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, RH_HOME=str(self.home))
-        return subprocess.run([*runhouse_cli(), *args, "--port", str(self.port)], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [*runhouse_cli(), *args, "--port", str(self.port)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     @classmethod
     def start(cls, home: Path, port: int) -> Daemon:
@@ -207,8 +237,13 @@ class Daemon:
         import runhouse as rh
         from runhouse.settings import load_settings
 
-        return rh.Cluster(name=f"bench-{self.port}", host="localhost", server_port=self.port,
-                          server_connection_type="none", settings=load_settings({"RH_HOME": str(self.home)}))
+        return rh.Cluster(
+            name=f"bench-{self.port}",
+            host="localhost",
+            server_port=self.port,
+            server_connection_type="none",
+            settings=load_settings({"RH_HOME": str(self.home)}),
+        )
 
     def remember(self) -> None:
         """Record the daemon and its workers as they are now, to be sure they are gone at the end."""

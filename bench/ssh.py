@@ -63,21 +63,40 @@ def main() -> None:
         bootstrap.local_wheel(Path(os.environ["RH_HOME"]) / "wheels")
         wheel_s = time.perf_counter() - start
         port = _free_port()
-        tunnel = rh.cluster(name="b-ssh", host=[host.address], ssh_creds=creds, python=python, server_port=port)
+        tunnel = rh.cluster(
+            name="b-ssh", host=[host.address], ssh_creds=creds, python=python, server_port=port
+        )
         start = time.perf_counter()
         tunnel.up()
         fresh_s = time.perf_counter() - start
-        again = rh.cluster(name="b-ssh2", host=[host.address], ssh_creds=creds, python=python, server_port=port)
+        again = rh.cluster(
+            name="b-ssh2", host=[host.address], ssh_creds=creds, python=python, server_port=port
+        )
         start = time.perf_counter()
         again.up_if_not()
         warm_same_s = time.perf_counter() - start
-        script = (f"import sys, time; t=time.perf_counter(); import runhouse as rh; "
-                  f"rh.cluster(name='w', host=['{host.address}'], ssh_creds={creds!r}, python={python!r}, "
-                  f"server_port={port}).up_if_not(); print(time.perf_counter()-t)")
-        warm_proc_s = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                           check=True, env=dict(os.environ)).stdout.split()[-1])
-        direct = rh.cluster(name="b-none", host=[host.address], ssh_creds=creds, python=python,
-                            server_port=_free_port(), server_connection_type="none").up_if_not()
+        script = (
+            f"import sys, time; t=time.perf_counter(); import runhouse as rh; "
+            f"rh.cluster(name='w', host=['{host.address}'], ssh_creds={creds!r}, python={python!r}, "
+            f"server_port={port}).up_if_not(); print(time.perf_counter()-t)"
+        )
+        warm_proc_s = float(
+            subprocess.run(
+                [sys.executable, "-c", script],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=dict(os.environ),
+            ).stdout.split()[-1]
+        )
+        direct = rh.cluster(
+            name="b-none",
+            host=[host.address],
+            ssh_creds=creds,
+            python=python,
+            server_port=_free_port(),
+            server_connection_type="none",
+        ).up_if_not()
         rows = []
         for label, cluster in (("through the SSH tunnel", tunnel), ("direct HTTP (none)", direct)):
             fn = rh.function(add).to(cluster)

@@ -33,8 +33,12 @@ def one_start(base: Path) -> dict[str, float]:
         first = time.perf_counter()
     finally:
         daemon.stop()
-    return {"total_s": first - began, "cli_s": cli_done - began, "deploy_s": deployed - cli_done,
-            "first_call_s": first - deployed}
+    return {
+        "total_s": first - began,
+        "cli_s": cli_done - began,
+        "deploy_s": deployed - cli_done,
+        "first_call_s": first - deployed,
+    }
 
 
 def start_to_first_call(base: Path, reps: int) -> dict[str, Any]:

@@ -21,8 +21,11 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 def write_lua(path: Path, headers: dict[str, str], body: bytes = CALL_BODY) -> Path:
     """A wrk script that POSTs ``body`` with ``headers`` (a Lua long string holds the JSON as is)."""
-    lines = ['wrk.method = "POST"', f"wrk.body = [[{body.decode()}]]",
-             'wrk.headers["Content-Type"] = "application/json"']
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = [[{body.decode()}]]",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
     lines += [f'wrk.headers["{name}"] = [[{value}]]' for name, value in headers.items()]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
@@ -46,7 +49,9 @@ def parse_wrk(text: str) -> dict[str, Any]:
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     out["non_2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    out["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)) if m else {}
+    out["socket_errors"] = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)) if m else {}
+    )
     return out
 
 
@@ -55,8 +60,16 @@ def run_wrk(port: int, lua: Path, seconds: int, connections: int = 64, threads: 
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
-    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
-            f"http://127.0.0.1:{port}{CALL_PATH}"]
+    argv = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(lua),
+        f"http://127.0.0.1:{port}{CALL_PATH}",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -67,8 +80,9 @@ def run_wrk(port: int, lua: Path, seconds: int, connections: int = 64, threads: 
     return result
 
 
-def compare(servers: dict[str, tuple[int, Path]], seconds: int, rounds: int, warm_s: int,
-            connections: int = 64) -> dict[str, dict[str, Any]]:
+def compare(
+    servers: dict[str, tuple[int, Path]], seconds: int, rounds: int, warm_s: int, connections: int = 64
+) -> dict[str, dict[str, Any]]:
     """``servers`` maps a name to (port, lua script). Returns the best run and all runs per server."""
     names = list(servers)
     for name in names:
@@ -76,7 +90,7 @@ def compare(servers: dict[str, tuple[int, Path]], seconds: int, rounds: int, war
         run_wrk(port, lua, warm_s, connections)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             port, lua = servers[name]
             runs[name].append(run_wrk(port, lua, seconds, connections))
     results = {}

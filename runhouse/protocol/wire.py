@@ -79,14 +79,34 @@ class CallOptions:
         }
 
 
+# Frame headers repeat (the same stub sends the same options every call), so both directions keep
+# a small cache of header bytes <-> dicts. Big or unhashable headers are not cached.
+_CACHE_ENTRIES = 256
+_CACHE_MAX_BYTES = 512
+_ENCODED: dict[Any, bytes] = {}
+_DECODED: dict[bytes, dict[str, Any]] = {}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def encode_frame(header: dict[str, Any], payload: Any = b"") -> list[Any]:
     """A frame as a list of buffers (header prefix, payload parts), ready for ``writelines``.
 
     ``payload`` is one buffer or a list of buffers (as :func:`serialize_parts` makes)."""
     parts = payload if isinstance(payload, list) else [payload]
     size = sum(len(p) if not isinstance(p, memoryview) else p.nbytes for p in parts)
-    head = json.dumps(dict(header, size=size), separators=(",", ":")).encode()
-    return [_U32.pack(len(head)) + head, *(p for p in parts if len(p))]
+    try:  # a stub sends the same header on every call: encode it once
+        key: Any = (tuple(header.items()), size)
+        prefix = _ENCODED.get(key)
+    except TypeError:  # a value that cannot be hashed (a dict): encode every time
+        key = prefix = None
+    if prefix is None:
+        head = json.dumps(dict(header, size=size), separators=(",", ":")).encode()
+        prefix = _U32.pack(len(head)) + head
+        if key is not None and len(head) <= _CACHE_MAX_BYTES:
+            if len(_ENCODED) >= _CACHE_ENTRIES:
+                _ENCODED.clear()
+            _ENCODED[key] = prefix
+    return [prefix, *(p for p in parts if len(p))]
 
 
 def frame_bytes(header: dict[str, Any], payload: Any = b"") -> bytes:
@@ -103,8 +123,21 @@ def decode_single_frame(body: bytes | bytearray | memoryview) -> tuple[dict[str,
 
 
 def _parse_header(raw: bytes | memoryview) -> dict[str, Any]:
+    raw = bytes(raw)
+    cached = _DECODED.get(raw)
+    if cached is not None:
+        return dict(cached)  # a copy: callers may change what they get
+    header = _parse_new_header(raw)
+    if len(raw) <= _CACHE_MAX_BYTES and all(type(v) in _SCALARS for v in header.values()):
+        if len(_DECODED) >= _CACHE_ENTRIES:
+            _DECODED.clear()
+        _DECODED[raw] = dict(header)
+    return header
+
+
+def _parse_new_header(raw: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(bytes(raw))
+        header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise WireError(f"frame header is not valid JSON: {e}") from e
     if not isinstance(header, dict):

@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from runhouse.server.app import create_app
+from runhouse.server.http import CoalescingHttpToolsProtocol
 from runhouse.server.loop import has_uvloop
 from runhouse.settings import Settings
 
@@ -52,7 +53,7 @@ def run_daemon(
         log_level="warning",
         access_log=False,
         loop="uvloop" if has_uvloop() else "asyncio",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         timeout_graceful_shutdown=5,
         server_header=False,

@@ -58,3 +58,24 @@ def test_serialization_round_trips_and_errors():
         deserialize(b"{", "json")
     with pytest.raises(WireError, match="not a valid pickle"):
         deserialize(b"nonsense", "pickle")
+
+
+def test_cached_headers_are_fresh_copies_and_track_the_payload_size():
+    blob = frame_bytes({"serialization": "json", "stream_logs": True}, b"[1]")
+    first, _ = decode_single_frame(blob)
+    first["serialization"] = "pickle"  # a caller changing its header must not change the next one
+    second, payload = decode_single_frame(blob)
+    assert second == {"serialization": "json", "stream_logs": True, "size": 3}
+    assert bytes(payload) == b"[1]"
+    longer, payload = decode_single_frame(
+        frame_bytes({"serialization": "json", "stream_logs": True}, b"[1,2]")
+    )
+    assert longer["size"] == 5 and bytes(payload) == b"[1,2]"
+
+
+def test_headers_with_nested_values_encode_and_decode():
+    header = {"output_type": "exception", "error": {"type": "ValueError", "message": "m", "traceback": ""}}
+    for _ in range(2):
+        got, _ = decode_single_frame(frame_bytes(header, b""))
+        assert got["error"]["type"] == "ValueError"
+        got["error"]["type"] = "changed"
