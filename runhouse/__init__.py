@@ -42,15 +42,22 @@ _EXPORTS = {
     "RemoteModule": "runhouse.resources.module",
     "module": "runhouse.resources.module",
     "Resource": "runhouse.resources.resource",
+    "Package": "runhouse.resources.package",
+    "package": "runhouse.resources.package",
+    "Folder": "runhouse.resources.folder",
+    "folder": "runhouse.resources.folder",
     "Secret": "runhouse.resources.secret",
     "secret": "runhouse.resources.secret",
     "provider_secret": "runhouse.resources.secret",
     "SSHError": "runhouse.exceptions",
+    "login": "runhouse.client.login",
+    "logout": "runhouse.client.login",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "here", "exists"])
 
 if TYPE_CHECKING:
+    from runhouse.client.login import login, logout
     from runhouse.exceptions import (
         AuthError,
         BadRequest,
@@ -67,8 +74,10 @@ if TYPE_CHECKING:
     from runhouse.resources.calls import RemoteResult
     from runhouse.resources.cluster import Cluster, cluster
     from runhouse.resources.env import CondaEnv, Env, conda_env, env
+    from runhouse.resources.folder import Folder, folder
     from runhouse.resources.function import Function, function
     from runhouse.resources.module import Module, RemoteModule, module
+    from runhouse.resources.package import Package, package
     from runhouse.resources.resource import Resource
     from runhouse.resources.secret import Secret, provider_secret, secret
 
@@ -87,9 +96,17 @@ def __getattr__(name: str) -> Any:
 
 
 def _exists(name: str) -> bool:
-    """Whether a resource (or secret) is saved under ``name``."""
-    store = import_module("runhouse.resources.store").LocalStore()
-    return bool(store.exists(name) or store.exists(name, secret=True))
+    """Whether a resource (or secret) is saved under ``name`` (in Den for ``/owner/name``, or for a
+    plain name while logged in; in the local store otherwise)."""
+    settings = import_module("runhouse.settings").load_settings()
+    store_mod = import_module("runhouse.resources.store")
+    address = store_mod.den_address(name, settings)
+    if address is not None:
+        client = import_module("runhouse.resources.den").den_client(settings)
+        return bool(client.exists(*address.split("/")[1:]))
+    store = store_mod.LocalStore(settings)
+    key = store_mod.local_name(name)
+    return bool(store.exists(key) or store.exists(key, secret=True))
 
 
 def __dir__() -> list[str]:

@@ -26,13 +26,22 @@ class Settings:
     home: Path = field(default_factory=lambda: Path("~/.rh").expanduser())
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    token: str | None = None  # a Den token (issue: Den); cluster tokens live in `home`
+    token: str | None = None  # a Den user token (`runhouse login`); cluster tokens live in `home`
+    den_url: str | None = None  # the Den registry this client saves to and loads from
+    username: str | None = None  # the Den user the token belongs to (written by `runhouse login`)
+    den_heartbeat_s: float = 60.0  # how often a daemon with a Den identity reports its status and usage
+    den_auth_ttl_s: float = 30.0  # how long a den_auth daemon trusts Den's answer about a caller
     log_level: str = "INFO"
     max_body_mb: int = 2048
     worker_threads: int = 64
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def logged_in(self) -> bool:
+        """Whether saves and loads by plain name go to Den (a token and a Den URL are configured)."""
+        return bool(self.token and self.den_url)
 
     def daemon_dir(self, port: int | None = None) -> Path:
         """Where the daemon serving ``port`` keeps its pid file, token and log."""
@@ -44,6 +53,10 @@ _ENV_KEYS = {
     "RH_HOST": "host",
     "RH_PORT": "port",
     "RH_TOKEN": "token",
+    "RH_DEN_URL": "den_url",
+    "RH_USERNAME": "username",
+    "RH_DEN_HEARTBEAT_S": "den_heartbeat_s",
+    "RH_DEN_AUTH_TTL_S": "den_auth_ttl_s",
     "RH_LOG_LEVEL": "log_level",
     "RH_MAX_BODY_MB": "max_body_mb",
     "RH_WORKER_THREADS": "worker_threads",
@@ -58,6 +71,8 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(str(value)).expanduser()
         if kind == "int":
             return int(value)
+        if kind == "float":
+            return float(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"setting {name!r} must be {kind}, got {value!r}") from e
     return value
@@ -84,6 +99,26 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if env_key in env and env_key != "RH_HOME":
             values[name] = _coerce(name, env[env_key])
     return Settings(**values)
+
+
+def update_config_file(home: Path, set_values: dict[str, Any], remove: tuple[str, ...] = ()) -> Path:
+    """Change ``$RH_HOME/config.yaml`` (mode 0600): set ``set_values``, drop ``remove``; keep the rest."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = home / "config.yaml"
+    current: dict[str, Any] = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if isinstance(loaded, dict):
+            current = loaded
+    for key in remove:
+        current.pop(key, None)
+    current.update(set_values)
+    tmp = path.with_name(".config.yaml.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(current, f, sort_keys=True)
+    os.replace(tmp, path)
+    return path
 
 
 def child_environ(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -21,4 +21,7 @@ def test_hello_world_example_runs(rh_home):
     assert "tokens: ['runhouse', 'sends', 'code']" in out.stdout
     assert "calls so far: 1" in out.stdout
     assert "remote error came back as AttributeError" in out.stdout
+    assert "saved as /hello-user/word_counts" in out.stdout
+    assert "loaded by name: {'matcha': 2}" in out.stdout
+    assert "versions in Den: [1]" in out.stdout
     assert out.stdout.strip().endswith("done")

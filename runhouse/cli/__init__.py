@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from runhouse.cli import server
+from runhouse.cli import den, login, server
 
 app = typer.Typer(
     name="runhouse",
@@ -13,6 +13,8 @@ app = typer.Typer(
     add_completion=False,
 )
 server.register(app)
+den.register(app)
+login.register(app)
 
 
 def main() -> None:

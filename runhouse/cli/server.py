@@ -37,6 +37,12 @@ def start(
     autostop_mins: float | None = typer.Option(
         None, "--autostop-mins", help="Stop the daemon after this many minutes without activity."
     ),
+    den_auth: bool = typer.Option(
+        False,
+        "--den-auth",
+        help="Also accept callers' Den tokens, checked with Den (needs den.json in the daemon folder; "
+        "rh.cluster(den_auth=True) writes it).",
+    ),
 ) -> None:
     """Start the daemon in the background (no-op if it is already running)."""
     settings = load_settings()
@@ -45,7 +51,9 @@ def start(
     began = time.perf_counter()
     try:
         with console.status(f"Starting the runhouse daemon on {bind}:{port}..."):
-            pid = local.start_daemon(settings, bind, port, tls=tls, autostop_mins=autostop_mins)
+            pid = local.start_daemon(
+                settings, bind, port, tls=tls, autostop_mins=autostop_mins, den_auth=den_auth
+            )
     except RunhouseError as e:
         err.print(f"[red]Could not start the daemon:[/red] {e}")
         raise typer.Exit(1) from None
@@ -68,7 +76,7 @@ def stop(port: int | None = PortOption) -> None:
 def restart(port: int | None = PortOption, host: str | None = HostOption) -> None:
     """Stop the daemon (its objects are lost) and start a fresh one."""
     stop(port)
-    start(port, host, tls=False, autostop_mins=None)
+    start(port, host, tls=False, autostop_mins=None, den_auth=False)
 
 
 def _status_table(info: dict[str, Any]) -> Table:

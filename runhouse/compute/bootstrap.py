@@ -11,9 +11,11 @@ failure raises :class:`~runhouse.exceptions.SSHError` naming the step, the host 
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ class DaemonOptions:
     tls: bool = False
     autostop_mins: float | None = None
     env_vars: tuple[tuple[str, str], ...] = ()
+    den_identity: str | None = None  # den.json for a den_auth daemon (Den URL, cluster, daemon token)
 
 
 def _fail(session: SSHSession, step: str, rc: int, out: str, err: str) -> SSHError:
@@ -173,6 +176,9 @@ def start_daemon(session: SSHSession, venv: str, options: DaemonOptions, progres
     if options.autostop_mins is not None:
         flags += f" --autostop-mins {options.autostop_mins}"
     folder = f"{REMOTE_HOME}/daemons/{options.port}"
+    if options.den_identity is not None:
+        flags += " --den-auth"
+        _put_private(session, options.den_identity, folder, "den.json")
     _run(
         session,
         "start daemon",
@@ -180,6 +186,19 @@ def start_daemon(session: SSHSession, venv: str, options: DaemonOptions, progres
         f"{env} {venv}/bin/python -m runhouse.cli start {flags}",
         timeout=120,
     )
+
+
+def _put_private(session: SSHSession, text: str, folder: str, name: str) -> None:
+    """Copy ``text`` to ``folder/name`` on the host, readable by its owner only (never on a command line)."""
+    _run(session, "prepare daemon folder", f"mkdir -p -m 700 {folder} && rm -f {folder}/{name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / name
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        relative = folder[2:] if folder.startswith("~/") else folder  # SFTP paths start at the home folder
+        session.upload(local, f"{relative}/{name}", step="upload den identity")
+    _run(session, "protect den identity", f"chmod 600 {folder}/{name}")
 
 
 def stop_daemon(session: SSHSession, port: int) -> None:

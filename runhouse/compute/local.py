@@ -23,12 +23,35 @@ import psutil
 from runhouse.exceptions import ConnectionError_
 from runhouse.settings import Settings, child_environ
 
+# Client-side Den login values: never passed on to a daemon or its workers.
+DEN_LOGIN_VARS = ("RH_TOKEN", "RH_DEN_URL", "RH_USERNAME")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
 def token_path(settings: Settings, port: int) -> Path:
     return settings.daemon_dir(port) / "token"
+
+
+def daemon_environ(settings: Settings, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a daemon starts with: ours without Den login values (a user's Den token is
+    never handed to a cluster), plus ``extra_env``."""
+    env = child_environ({**(extra_env or {}), "RH_HOME": str(settings.home)})
+    for key in DEN_LOGIN_VARS:
+        env.pop(key, None)
+    return env
+
+
+def write_den_identity(settings: Settings, port: int, den_url: str, cluster: str, token: str) -> Path:
+    """Give the daemon on ``port`` its Den identity (``den.json``, mode 0600): Den's URL, the
+    cluster's Den name and the daemon token Den issued for it."""
+    folder = settings.daemon_dir(port)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / "den.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"den_url": den_url, "cluster": cluster, "token": token}, f)
+    return path
 
 
 def read_token(settings: Settings, port: int) -> str | None:
@@ -98,6 +121,7 @@ def start_daemon(
     extra_env: dict[str, str] | None = None,
     tls: bool = False,
     autostop_mins: float | None = None,
+    den_auth: bool = False,
 ) -> int:
     """Start the daemon detached and wait until it answers ``/check``; return its pid.
 
@@ -125,12 +149,13 @@ def start_daemon(
                 str(port),
                 *(["--tls"] if tls else []),
                 *(["--autostop-mins", str(autostop_mins)] if autostop_mins is not None else []),
+                *(["--den-auth"] if den_auth else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=child_environ({**(extra_env or {}), "RH_HOME": str(settings.home)}),
+            env=daemon_environ(settings, extra_env),
         )
     deadline = time.monotonic() + timeout
     delay = 0.01

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from runhouse.client.transport import Endpoint
 from runhouse.compute import bootstrap
-from runhouse.compute.ssh import SSHCreds, SSHSession, pool_for
+from runhouse.compute.ssh import SSHCreds, SSHSession, memory_key_file, pool_for
 from runhouse.exceptions import ConfigError, SSHError
 from runhouse.settings import Settings
 
@@ -52,7 +52,7 @@ class RemoteDaemon:
         return pool_for(self.settings.home).session(self.host, self.creds)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def up(self, env_vars: dict[str, str]) -> None:
+    def up(self, env_vars: dict[str, str], den_identity: str | None = None) -> None:
         progress = bootstrap.timed(_say(self.name))
         progress(f"connecting to {self.creds.ssh_user}@{self.host}:{self.creds.ssh_port}")
         session = self.session
@@ -65,6 +65,7 @@ class RemoteDaemon:
             tls=self.connection_type == "tls",
             autostop_mins=self.autostop_mins,
             env_vars=tuple(sorted(env_vars.items())),
+            den_identity=den_identity,
         )
         bootstrap.start_daemon(session, venv, options, progress)
         progress("daemon is up")
@@ -113,8 +114,11 @@ class RemoteDaemon:
             "-o",
             f"UserKnownHostsFile={self.settings.home / 'known_hosts_openssh'}",
         ]
-        if self.creds.ssh_private_key:
-            argv += ["-i", self.creds.ssh_private_key, "-o", "IdentitiesOnly=yes"]
+        key_file = self.creds.ssh_private_key
+        if self.creds.private_key_data:
+            key_file = str(memory_key_file(self.creds.private_key_data))
+        if key_file:
+            argv += ["-i", key_file, "-o", "IdentitiesOnly=yes"]
         if self.creds.ssh_proxy_command:
             argv += ["-o", f"ProxyCommand={self.creds.ssh_proxy_command}"]
         argv.append(f"{self.creds.ssh_user}@{self.host}")

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import os
+import tempfile
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +28,33 @@ from runhouse.exceptions import ConfigError, SSHError
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 15.0
+
+
+_KEY_FILES: set[Path] = set()
+
+
+def memory_key_file(data: str) -> Path:
+    """A 0600 file holding an in-memory key, for OpenSSH tools (ssh, rsync) that need a path.
+
+    It lives in RAM-backed ``/dev/shm`` where there is one (never the user's disk) and is removed
+    when this process exits."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    folder = base / f"rh-keys-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data.encode()).hexdigest()[:24]}-{os.getpid()}.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(data if data.endswith("\n") else data + "\n")
+        if not _KEY_FILES:
+            atexit.register(_remove_key_files)
+        _KEY_FILES.add(path)
+    return path
+
+
+def _remove_key_files() -> None:
+    for path in _KEY_FILES:
+        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -38,6 +67,8 @@ class SSHCreds:
     password: str | None = None
     ssh_port: int = 22
     ssh_proxy_command: str | None = None
+    # a key held in memory (from a Den secret): never written to a config, used without a key file
+    private_key_data: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_dict(cls, creds: dict[str, Any]) -> SSHCreds:
@@ -47,6 +78,8 @@ class SSHCreds:
             raise ConfigError(
                 f"unknown ssh_creds key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
             )
+        creds = dict(creds)
+        data = creds.pop("private_key_data", None)
         if not creds.get("ssh_user"):
             raise ConfigError("ssh_creds needs ssh_user")
         key = creds.get("ssh_private_key")
@@ -59,7 +92,9 @@ class SSHCreds:
             port = int(creds.get("ssh_port") or 22)
         except (TypeError, ValueError):
             raise ConfigError(f"ssh_port must be a number, got {creds.get('ssh_port')!r}") from None
-        return cls(str(creds["ssh_user"]), key, creds.get("password"), port, creds.get("ssh_proxy_command"))
+        return cls(
+            str(creds["ssh_user"]), key, creds.get("password"), port, creds.get("ssh_proxy_command"), data
+        )
 
     def public(self) -> dict[str, Any]:
         """The creds without secrets (for configs): the key's path stays, a password does not."""
@@ -71,7 +106,9 @@ class SSHCreds:
         }
 
     def cache_key(self, host: str) -> tuple[str, ...]:
-        secret = hashlib.sha256((self.password or "").encode()).hexdigest()[:16]
+        secret = hashlib.sha256(((self.password or "") + (self.private_key_data or "")).encode()).hexdigest()[
+            :16
+        ]
         return (
             host,
             str(self.ssh_port),
@@ -200,7 +237,12 @@ class SSHPool:
             "keepalive_interval": 30,
             "known_hosts": None,
         }
-        if creds.ssh_private_key:
+        if creds.private_key_data:
+            try:
+                options["client_keys"] = [asyncssh.import_private_key(creds.private_key_data)]
+            except (asyncssh.KeyImportError, ValueError) as e:
+                raise SSHError(f"the private key in the ssh secret for {where} cannot be read: {e}") from None
+        elif creds.ssh_private_key:
             options["client_keys"] = [creds.ssh_private_key]
         elif creds.password:
             options["client_keys"] = None  # password only
@@ -214,7 +256,7 @@ class SSHPool:
         except asyncssh.PermissionDenied as e:
             how = (
                 "key"
-                if creds.ssh_private_key
+                if creds.ssh_private_key or creds.private_key_data
                 else ("password" if creds.password else "default keys or agent")
             )
             raise SSHError(

@@ -12,25 +12,29 @@ This module covers clusters whose daemon runs on this machine; remote kinds buil
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from runhouse.client.daemon_client import DaemonClient
 from runhouse.client.transport import Endpoint
 from runhouse.compute import local
 from runhouse.compute.remote import RemoteDaemon
 from runhouse.compute.ssh import SSHCreds
-from runhouse.exceptions import ConfigError, ConnectionError_, ObjectNotFound, ServerError
-from runhouse.resources.env import DEFAULT_ENV_NAME, Env, resolve_env
+from runhouse.exceptions import ConfigError, ConnectionError_, ObjectNotFound, RunhouseError, ServerError
+from runhouse.resources.den import den_client
+from runhouse.resources.env import DEFAULT_ENV_NAME, Env, env_from_config, resolve_env
 from runhouse.resources.resource import Resource
 from runhouse.resources.secret import secret
-from runhouse.resources.store import LocalStore, local_name
+from runhouse.resources.store import local_name
 from runhouse.resources.sync import check_syncable, folder_name, sync_folder
 from runhouse.settings import Settings, load_settings
 
+log = logging.getLogger(__name__)
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 CONNECTION_TYPES = ("none", "ssh", "tls")
 
@@ -49,6 +53,7 @@ class Cluster(Resource):
         ssh_creds: dict[str, Any] | SSHCreds | str | None = None,
         python: str | None = None,
         autostop_mins: float | None = None,
+        den_auth: bool = False,
     ) -> None:
         super().__init__(name)
         hosts = [host] if isinstance(host, str) else list(host)
@@ -63,9 +68,10 @@ class Cluster(Resource):
         self.default_env = default_env
         self.python = python
         self.autostop_mins = autostop_mins
-        self.ssh_secret = ssh_creds if isinstance(ssh_creds, str) else None
+        self.den_auth = bool(den_auth)
+        self.ssh_secret: str | None = None
         if isinstance(ssh_creds, str):
-            ssh_creds = _creds_from_secret(ssh_creds, self.settings)
+            ssh_creds, self.ssh_secret = _creds_from_secret(ssh_creds, self.settings)
         elif isinstance(ssh_creds, dict):
             ssh_creds = SSHCreds.from_dict(ssh_creds)
         self.ssh_creds = ssh_creds
@@ -106,7 +112,21 @@ class Cluster(Resource):
         if self._remote is not None:
             return DaemonClient(self._remote.endpoint(), self._remote.token())
         token = local.read_token(self.settings, self.server_port)
+        if token is None and self.den_auth and self.settings.logged_in:
+            token = self._den_cluster_token()  # another user of a shared cluster: a token Den issues for it
         return DaemonClient(Endpoint("127.0.0.1", self.server_port), token)
+
+    def _den_cluster_token(self) -> str:
+        """A token for this cluster's daemon from Den, as the logged-in user (cached per process)."""
+        if not self.rns_address or not self.rns_address.startswith("/"):
+            raise ConfigError(
+                f"cluster {self.name!r} uses den_auth but is not saved in Den; load it by its Den name "
+                "(rh.cluster(name='/owner/name'))"
+            )
+        key = (str(self.settings.den_url), str(self.settings.token), self.rns_address)
+        if key not in _CLUSTER_TOKENS:
+            _CLUSTER_TOKENS[key] = den_client(self.settings).cluster_token(self.rns_address)
+        return _CLUSTER_TOKENS[key]
 
     def _reset_client(self) -> None:
         client = self.__dict__.pop("client", None)
@@ -132,8 +152,9 @@ class Cluster(Resource):
         Python environment before the first call.
         """
         extra = self.default_env.env_vars if self.default_env is not None else {}
+        identity = self._prepare_den_auth() if self.den_auth else None
         if self._remote is not None:
-            self._remote.up(extra)
+            self._remote.up(extra, den_identity=identity)
         else:
             local.start_daemon(
                 self.settings,
@@ -141,12 +162,46 @@ class Cluster(Resource):
                 self.server_port,
                 extra_env=extra,
                 autostop_mins=self.autostop_mins,
+                den_auth=self.den_auth,
             )
+        self._den_event("cluster_up")
         self._reset_client()
         self.client.check()
         if self.default_env is not None and not self.default_env.is_reference:
             self.ensure_env(self.default_env, as_default=True)
         return self
+
+    def _prepare_den_auth(self) -> str:
+        """Save the cluster in Den (if it is not yet) and give its daemon a Den identity of its own:
+        a daemon token Den issues for this cluster (the user's own token never leaves this machine).
+        Returns the identity file's text."""
+        settings = self.settings
+        if not settings.logged_in:
+            raise ConfigError(
+                "den_auth=True needs a Den login: run `runhouse login` (or set RH_TOKEN and RH_DEN_URL)"
+            )
+        if not self.rns_address or not self.rns_address.startswith("/"):
+            if not self.name:
+                raise ConfigError("a den_auth cluster needs a name to be saved in Den: rh.cluster(name=...)")
+            self.save()
+        assert self.rns_address is not None
+        token = den_client(settings).daemon_token(self.rns_address)
+        if self._remote is None:
+            local.write_den_identity(
+                settings, self.server_port, str(settings.den_url), self.rns_address, token
+            )
+        return json.dumps({"den_url": settings.den_url, "cluster": self.rns_address, "token": token})
+
+    def _den_event(self, kind: str) -> None:
+        """Tell Den (when logged in and this cluster is saved there) that the cluster went up or down.
+
+        Usage reporting never gets in the way: a Den that cannot be reached is logged and skipped."""
+        if not (self.settings.logged_in and self.rns_address and self.rns_address.startswith("/")):
+            return
+        try:
+            den_client(self.settings).events([{"kind": kind, "cluster": self.rns_address}])
+        except RunhouseError as e:
+            log.warning("could not record %s of %s in Den: %s", kind, self.rns_address, e)
 
     def up_if_not(self) -> Cluster:
         if not self.is_up():
@@ -161,6 +216,7 @@ class Cluster(Resource):
     def teardown(self) -> None:
         """Stop the daemon and its workers (a static cluster's machines stay) and close tunnels."""
         self._stop()
+        self._den_event("cluster_down")
 
     def _stop(self) -> None:
         self._reset_client()
@@ -289,51 +345,66 @@ class Cluster(Resource):
                 "ssh_creds": self.ssh_secret or (self.ssh_creds.public() if self.ssh_creds else None),
                 "python": self.python,
                 "autostop_mins": self.autostop_mins,
+                "den_auth": self.den_auth,
             }
         )
         return cfg
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Cluster:
-        default_env = Env._from_config(config["default_env"]) if config.get("default_env") else None
         return cls(
             name=config.get("name"),
             host=config.get("host", "localhost"),
             server_port=config.get("server_port"),
             server_connection_type=config.get("server_connection_type", "none"),
-            default_env=default_env,
+            default_env=env_from_config(config.get("default_env")),
             ssh_creds=config.get("ssh_creds"),
             python=config.get("python"),
             autostop_mins=config.get("autostop_mins"),
+            den_auth=bool(config.get("den_auth")),
         )
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name!r} {self.head}:{self.server_port}>"
 
 
-def _creds_from_secret(name: str, settings: Settings) -> SSHCreds:
-    """SSH credentials from a saved ssh secret; a stored key is written to a 0600 file for ssh tools."""
-    values = secret(name=name).values
+def cluster_from_config(config: dict[str, Any]) -> Cluster:
+    """The cluster a nested config describes (of its own kind, remembering where it is saved)."""
+    return cast(Cluster, Cluster.from_config(config))
+
+
+_CLUSTER_TOKENS: dict[tuple[str, str, str], str] = {}
+
+
+def _creds_from_secret(name: str, settings: Settings) -> tuple[SSHCreds, str]:
+    """SSH credentials from a saved ssh secret.
+
+    A secret in Den is read at every use (so a rotated key is picked up) and its key stays in
+    memory; a local secret's key is written to a 0600 file under ``$RH_HOME/keys``."""
+    loaded = secret(name=name)
+    values = loaded.values
     if not values.get("ssh_user"):
         raise ConfigError(f"ssh secret {name!r} has no ssh_user; save it with values={{'ssh_user': ...}}")
-    key_path = None
+    creds: dict[str, Any] = {
+        "ssh_user": values["ssh_user"],
+        "password": values.get("password"),
+        "ssh_port": values.get("ssh_port") or 22,
+    }
     if values.get("private_key"):
-        folder = settings.home / "keys"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / local_name(name)
-        if not path.exists() or path.read_text() != values["private_key"]:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(values["private_key"])
-        key_path = str(path)
-    return SSHCreds.from_dict(
-        {
-            "ssh_user": values["ssh_user"],
-            "ssh_private_key": key_path,
-            "password": values.get("password"),
-            "ssh_port": values.get("ssh_port") or 22,
-        }
-    )
+        if loaded.rns_address and loaded.rns_address.startswith("/"):
+            creds["private_key_data"] = values["private_key"]
+        else:
+            folder = settings.home / "keys"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = folder / local_name(name)
+            if not path.exists() or path.read_text() != values["private_key"]:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(values["private_key"])
+            creds["ssh_private_key"] = str(path)
+    # configs keep the secret's full Den name, so another user loading them finds the same secret
+    where = loaded.rns_address if loaded.rns_address and loaded.rns_address.startswith("/") else name
+    return SSHCreds.from_dict(creds), where
 
 
 def _installed(root: str) -> bool:
@@ -352,6 +423,7 @@ def cluster(
     ssh_creds: dict[str, Any] | str | None = None,
     python: str | None = None,
     autostop_mins: float | None = None,
+    den_auth: bool = False,
     instance_type: str | None = None,
     provider: str | None = None,
     **kwargs: Any,
@@ -370,8 +442,13 @@ def cluster(
         )
     if kwargs:
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
-    if host is None and name is not None and LocalStore().exists(name):
-        return Cluster.load(name)
+    if host is None and name is not None:
+        try:
+            return Cluster.load(name)
+        except ObjectNotFound as e:
+            raise ConfigError(
+                f"rh.cluster needs host= (e.g. host='localhost') for a new cluster; {e.args[0]}"
+            ) from None
     if host is None:
         raise ConfigError("rh.cluster needs host= (e.g. host='localhost'), or the name of a saved cluster")
     head = host if isinstance(host, str) else (host[0] if host else "")
@@ -385,6 +462,7 @@ def cluster(
         ssh_creds=ssh_creds,
         python=python,
         autostop_mins=autostop_mins,
+        den_auth=den_auth,
     )
 
 

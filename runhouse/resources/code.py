@@ -46,6 +46,8 @@ def code_spec(obj: Any) -> tuple[dict[str, Any], bytes]:
             obj, protocol=5
         )
     assert module_name is not None and file is not None
+    if module_name == "runhouse" or module_name.startswith("runhouse."):  # installed on every cluster
+        return {"module": module_name, "qualname": qualname, "root": None}, b""
     return {"module": module_name, "qualname": qualname, "root": import_root(module_name, file)}, b""
 
 

@@ -14,12 +14,13 @@ gives the env a virtual environment of its own, so envs can hold conflicting ver
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from dotenv import dotenv_values
 
 from runhouse.exceptions import ConfigError
+from runhouse.resources.package import Package
 from runhouse.resources.resource import Resource
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Env(Resource):
     def __init__(
         self,
         name: str | None = None,
-        reqs: list[str] | None = None,
+        reqs: list[str | Package] | str | Package | None = None,
         env_vars: dict[str, Any] | str | None = None,
         setup_cmds: list[str] | None = None,
         working_dir: str | None = None,
@@ -98,9 +99,9 @@ class Env(Resource):
         venv: bool | str = False,
     ) -> None:
         super().__init__(name)
-        if isinstance(reqs, str):
+        if isinstance(reqs, str | Package):
             reqs = [reqs]
-        self.reqs = list(reqs or [])
+        self.reqs = [r.to_requirement() if isinstance(r, Package) else r for r in reqs or []]
         self._parsed_reqs = parse_reqs(self.reqs)
         self.env_vars = _env_vars(env_vars)
         self.setup_cmds = list(setup_cmds or [])
@@ -214,7 +215,7 @@ class CondaEnv(Env):
 
 
 def env(
-    reqs: list[str] | None = None,
+    reqs: list[str | Package] | None = None,
     env_vars: dict[str, Any] | str | None = None,
     name: str | None = None,
     setup_cmds: list[str] | None = None,
@@ -224,9 +225,9 @@ def env(
 ) -> Env:
     """Describe a worker environment: ``rh.env(reqs=["numpy"], env_vars={"K": "v"}, name="np_env")``.
 
-    ``reqs`` take PyPI specs, local package folders (``"./pkg"``), ``"pip:..."``, ``"conda:..."`` and
-    ``"-r requirements.txt"``; ``env_vars`` a dict or a ``.env`` file; ``venv=True`` an isolated
-    virtual environment. Unnamed envs mean the cluster's default env.
+    ``reqs`` take PyPI specs, local package folders (``"./pkg"``), ``"pip:..."``, ``"conda:..."``,
+    ``"-r requirements.txt"`` and ``rh.package(...)`` objects; ``env_vars`` a dict or a ``.env`` file;
+    ``venv=True`` an isolated virtual environment. Unnamed envs mean the cluster's default env.
     """
     return Env(
         name=name,
@@ -243,6 +244,11 @@ def conda_env(conda_env: dict[str, Any] | str, name: str | None = None, **kwargs
     """A conda-backed env: ``rh.conda_env({"name": "ml", "dependencies": ["python=3.11"]})``,
     the path of an ``environment.yml``, or the name of a conda env that exists on the cluster."""
     return CondaEnv(conda_env, name=name, **kwargs)
+
+
+def env_from_config(config: dict[str, Any] | None) -> Env | None:
+    """The env a nested config describes, of its own kind (a conda env stays one), or None."""
+    return cast(Env, Env.from_config(config)) if config else None
 
 
 def resolve_env(value: Env | str | None) -> Env:

@@ -14,9 +14,9 @@ from typing import Any
 
 from runhouse.exceptions import ConfigError
 from runhouse.resources.calls import Options, RemoteCallable, RemoteResult
-from runhouse.resources.cluster import Cluster
+from runhouse.resources.cluster import Cluster, cluster_from_config
 from runhouse.resources.code import code_spec, signature_of
-from runhouse.resources.env import Env, resolve_env
+from runhouse.resources.env import Env, env_from_config, resolve_env
 from runhouse.resources.resource import Resource
 
 
@@ -111,8 +111,8 @@ class Function(Resource):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Function:
-        system = Cluster._from_config(config["system"]) if config.get("system") else None
-        env = Env._from_config(config["env"]) if config.get("env") else None
+        system = cluster_from_config(config["system"]) if config.get("system") else None
+        env = env_from_config(config.get("env"))
         return cls(None, config.get("name"), system, env, config.get("signature"))
 
 

@@ -20,9 +20,9 @@ from runhouse.exceptions import ConfigError
 from runhouse.protocol.serialization import serialize_parts
 from runhouse.protocol.wire import GETATTR, SETATTR, CallOptions
 from runhouse.resources.calls import RemoteCallable
-from runhouse.resources.cluster import Cluster
+from runhouse.resources.cluster import Cluster, cluster_from_config
 from runhouse.resources.code import class_signature, code_spec
-from runhouse.resources.env import Env, resolve_env
+from runhouse.resources.env import Env, env_from_config, resolve_env
 from runhouse.resources.resource import Resource
 
 
@@ -135,6 +135,11 @@ class RemoteModule(Resource):
         object.__setattr__(self, "_rh_signature", signature)
         object.__setattr__(self, "_rh_env", env)
         object.__setattr__(self, "name", key)
+        object.__setattr__(self, "_rh_rns_address", None)
+
+    @property
+    def rns_address(self) -> str | None:  # type: ignore[override]  # kept apart from the object's own attributes
+        return object.__getattribute__(self, "_rh_rns_address")
 
     def __getattribute__(self, name: str) -> Any:
         if not name.startswith("_"):
@@ -154,8 +159,11 @@ class RemoteModule(Resource):
         return self._rh_system.client.call(self._rh_key, GETATTR, (name,), {}, _QUIET)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_rh_"):
+        if name.startswith("_rh_") or name == "name":
             object.__setattr__(self, name, value)
+            return
+        if name == "rns_address":
+            object.__setattr__(self, "_rh_rns_address", value)
             return
         self._rh_system.client.call(self._rh_key, SETATTR, (name, value), {}, _QUIET)
 
@@ -164,13 +172,16 @@ class RemoteModule(Resource):
         return self._rh_system.get(self._rh_key)
 
     def config(self) -> dict[str, Any]:
-        return {
+        cfg = {
             "resource_type": self.RESOURCE_TYPE,
             "name": self._rh_key,
             "system": self._rh_system.config(),
             "signature": self._rh_signature,
             "env": self._rh_env.config() if self._rh_env is not None else None,
         }
+        if self._rh_rns_address:
+            cfg["rns_address"] = self._rh_rns_address
+        return cfg
 
     @classmethod
     def from_deployed(cls, system: Cluster, key: str, config: dict[str, Any], env: Env) -> RemoteModule:
@@ -179,8 +190,8 @@ class RemoteModule(Resource):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> RemoteModule:
-        env = Env._from_config(config["env"]) if config.get("env") else None
-        return cls(Cluster._from_config(config["system"]), config["name"], config.get("signature") or {}, env)
+        env = env_from_config(config.get("env"))
+        return cls(cluster_from_config(config["system"]), config["name"], config.get("signature") or {}, env)
 
     def __repr__(self) -> str:
         return f"<RemoteModule {self._rh_key!r} on {self._rh_system.name!r}>"

@@ -6,7 +6,9 @@ from importlib import import_module
 from typing import Any, ClassVar, TypeVar
 
 from runhouse.exceptions import ConfigError
-from runhouse.resources.store import LocalStore
+from runhouse.resources.den import den_client
+from runhouse.resources.store import LocalStore, den_address, local_name
+from runhouse.settings import Settings, load_settings
 
 R = TypeVar("R", bound="Resource")
 
@@ -19,6 +21,8 @@ _MODULES = {
     "function": "runhouse.resources.function",
     "module": "runhouse.resources.module",
     "secret": "runhouse.resources.secret",
+    "package": "runhouse.resources.package",
+    "folder": "runhouse.resources.folder",
 }
 
 
@@ -38,9 +42,14 @@ class Resource:
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
+        # where this resource is saved: "/owner/name" in Den, "~/name" in the local store, or None
+        self.rns_address: str | None = None
 
     def config(self) -> dict[str, Any]:
-        return {"resource_type": self.RESOURCE_TYPE, "name": self.name}
+        cfg: dict[str, Any] = {"resource_type": self.RESOURCE_TYPE, "name": self.name}
+        if self.rns_address:
+            cfg["rns_address"] = self.rns_address
+        return cfg
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Resource:
@@ -51,7 +60,10 @@ class Resource:
             raise ConfigError(f"unknown resource_type {kind!r} in config; expected one of {known}")
         if target is not cls and not issubclass(target, cls):
             raise ConfigError(f"config describes a {kind}, not a {cls.RESOURCE_TYPE}")
-        return target._from_config(config)
+        built = target._from_config(config)
+        if config.get("rns_address") and not built.rns_address:
+            built.rns_address = config["rns_address"]
+        return built
 
     @staticmethod
     def type_named(resource_type: str) -> type[Resource] | None:
@@ -64,25 +76,67 @@ class Resource:
     def _from_config(cls, config: dict[str, Any]) -> Resource:
         return cls(name=config.get("name"))
 
-    # -- saving by name (see runhouse.resources.store) -----------------------------------------
-    def save(self, name: str | None = None) -> Resource:
-        """Save this resource's config under its name (``~/name``: this machine's local store)."""
-        target = self.name if name is None else name
+    # -- saving by name: "~/name" in the local store, "/owner/name" in Den -------------------------
+    def save(self, name: str | None = None, visibility: str | None = None) -> Resource:
+        """Save this resource's config by name.
+
+        Logged in to Den (``runhouse login``), a plain name saves to ``/<you>/<name>`` in Den and
+        ``/owner/name`` to that owner's namespace (with write access); otherwise, and for ``~/name``,
+        it goes to this machine's local store. ``visibility`` (Den only): private, unlisted or public.
+        """
+        target = name if name is not None else (self.rns_address or self.name)
         if target is None:
             raise ConfigError("give the resource a name to save it: .save(name='...')")
-        LocalStore().save(target, self.config())
-        self.name = self.name or target
+        settings = load_settings()
+        address = den_address(target, settings)
+        if address is None:
+            key = local_name(target)
+            if visibility is not None:
+                raise ConfigError(
+                    "visibility applies to resources saved in Den; log in with `runhouse login`"
+                )
+            if self.name is None:
+                self.name = key
+            self.rns_address = f"~/{key}"
+            LocalStore(settings).save(key, self.config())
+            return self
+        owner, short = address.split("/")[1:]
+        if self.name is None:
+            self.name = short
+        self.rns_address = address
+        self._save_to_den(owner, short, visibility)
         return self
+
+    def _save_to_den(self, owner: str, name: str, visibility: str | None) -> None:
+        den_client(load_settings()).put_resource(owner, name, self.config(), visibility)
 
     def delete_configs(self) -> None:
         """Remove this resource's saved config (the live objects on clusters stay)."""
-        if self.name:
-            LocalStore().delete(self.name)
+        target = self.rns_address or self.name
+        if not target:
+            return
+        settings = load_settings()
+        address = den_address(target, settings)
+        if address is None:
+            LocalStore(settings).delete(local_name(target))
+        else:
+            den_client(settings).delete_resource(*address.split("/")[1:])
+        self.rns_address = None
 
     @staticmethod
     def from_name(name: str) -> Resource:
-        """Load a saved resource by name."""
-        return Resource.from_config(LocalStore().load(name))
+        """Load a saved resource by name (``~/x`` locally, ``/owner/x`` or a plain name from Den when
+        logged in)."""
+        settings = load_settings()
+        address = den_address(name, settings)
+        if address is None:
+            key = local_name(name)
+            config = LocalStore(settings).load(key)
+            config.setdefault("rns_address", f"~/{key}")
+            return Resource.from_config(config)
+        record = den_client(settings).get_resource(*address.split("/")[1:])
+        config = dict(record["config"], rns_address=address)
+        return Resource.from_config(config)
 
     @classmethod
     def load(cls: type[R], name: str) -> R:
@@ -93,6 +147,42 @@ class Resource:
                 f"the saved resource {name!r} is a {saved.RESOURCE_TYPE}, not a {cls.RESOURCE_TYPE}"
             )
         return saved
+
+    # -- sharing (Den) ----------------------------------------------------------------------------------
+    def _den_address(self) -> tuple[Settings, str, str]:
+        settings = load_settings()
+        target = self.rns_address or self.name
+        address = den_address(target, settings) if target else None
+        if address is None:
+            raise ConfigError(
+                f"{self.name!r} is not saved in Den: log in (`runhouse login`) and call .save() first"
+            )
+        owner, name = address.split("/")[1:]
+        return settings, owner, name
+
+    def share(self, users: str | list[str], access_level: str = "read") -> None:
+        """Give users ``read`` (load and call), ``write`` (also change and redeploy) or ``denied`` access."""
+        settings, owner, name = self._den_address()
+        client = den_client(settings)
+        for user in [users] if isinstance(users, str) else users:
+            client.share(owner, name, user, access_level)
+
+    def revoke(self, users: str | list[str]) -> None:
+        """Take back what :meth:`share` gave."""
+        settings, owner, name = self._den_address()
+        client = den_client(settings)
+        for user in [users] if isinstance(users, str) else users:
+            client.revoke(owner, name, user)
+
+    def set_visibility(self, visibility: str) -> None:
+        """``private`` (owner and shares), ``unlisted`` (anyone with the name) or ``public``."""
+        settings, owner, name = self._den_address()
+        den_client(settings).set_visibility(owner, name, visibility)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every saved version of this resource in Den, newest first: version, config, when, by whom."""
+        settings, owner, name = self._den_address()
+        return den_client(settings).history(owner, name)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -12,13 +12,16 @@ A secret's values never appear in its ``config()``; saved locally they live in
 from __future__ import annotations
 
 import configparser
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from runhouse.exceptions import ConfigError
+from runhouse.resources.den import den_client
 from runhouse.resources.resource import Resource
-from runhouse.resources.store import LocalStore, local_name
+from runhouse.resources.store import LocalStore, den_address, local_name
+from runhouse.settings import load_settings
 
 # Where each provider's credentials usually live on a laptop, and which values they hold.
 PROVIDERS: dict[str, dict[str, Any]] = {
@@ -47,32 +50,116 @@ class Secret(Resource):
         super().__init__(name)
         self.values = {str(k): str(v) for k, v in (values or {}).items()}
         self.provider = provider
+        # Value names from a config whose values are not on this machine (so its config still says them).
+        self._key_names: tuple[str, ...] = ()
 
     def config(self) -> dict[str, Any]:
         """Name, provider and the names of the values; never the values."""
-        return {**super().config(), "provider": self.provider, "keys": sorted(self.values)}
+        keys = sorted(set(self.values) | set(self._key_names))
+        return {**super().config(), "provider": self.provider, "keys": keys}
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Secret:
+        """The secret a config names, with its values from where it is saved (never from the config)."""
         name = config.get("name")
-        if name and LocalStore().exists(name, secret=True):
-            return secret(name=name)  # the values come from the store, never from the config
-        return cls(name, {}, config.get("provider"))
+        address = config.get("rns_address") or name
+        if address and str(address).startswith("/"):
+            return secret(name=address)
+        if name and LocalStore().exists(local_name(str(address)), secret=True):
+            return secret(name=str(address))
+        unsaved = cls(name, {}, config.get("provider"))
+        unsaved._key_names = tuple(str(k) for k in config.get("keys") or ())
+        return unsaved
 
-    def save(self, name: str | None = None) -> Secret:
-        self.name = name or self.name
-        if not self.name:
+    def save(self, name: str | None = None, visibility: str | None = None) -> Secret:
+        """Save the secret: to Den's vault (encrypted) when logged in or named ``/owner/name``, else
+        to this machine's store (a 0600 file)."""
+        target = name if name is not None else (self.rns_address or self.name)
+        if not target:
             raise ConfigError("give the secret a name to save it: .save(name='...')")
-        LocalStore().save(self.name, {"config": self.config(), "values": self.values}, secret=True)
+        settings = load_settings()
+        address = den_address(target, settings)
+        if address is None:
+            key = local_name(target)
+            self.name = self.name or key
+            self.rns_address = f"~/{key}"
+            LocalStore(settings).save(key, {"config": self.config(), "values": self.values}, secret=True)
+            return self
+        owner, short = address.split("/")[1:]
+        self.name = self.name or short
+        self.rns_address = address
+        client = den_client(settings)
+        client.put_secret(owner, short, self.values, self.provider)
+        if visibility is not None:
+            client.set_visibility(owner, short, visibility)
         return self
 
     def delete_configs(self) -> None:
-        if self.name:
-            LocalStore().delete(self.name, secret=True)
+        target = self.rns_address or self.name
+        if not target:
+            return
+        settings = load_settings()
+        address = den_address(target, settings)
+        if address is None:
+            LocalStore(settings).delete(local_name(target), secret=True)
+        else:
+            den_client(settings).delete_resource(*address.split("/")[1:])
+        self.rns_address = None
+
+    def to(
+        self, system: Any, env: Any = None, method: str | None = None, path: str | None = None
+    ) -> dict[str, list[str]]:
+        """Put the secret on a cluster: as environment variables of ``env``'s worker and/or as the
+        files its provider's tools read there (``~/.aws/credentials``, ``~/.ssh/<name>``, ...).
+
+        ``method`` is ``"env"``, ``"file"`` or None (both, where the provider has them); ``path``
+        picks the file. Returns the names of the variables and files set (never the values)."""
+        if method not in (None, "env", "file"):
+            raise ConfigError(f"method must be 'env', 'file' or None, not {method!r}")
+        env_vars = self.env_vars() if method in (None, "env") else {}
+        files = self.files(path) if method in (None, "file") else {}
+        if method == "env" and not env_vars:
+            raise ConfigError(f"secret {self.name!r} has no environment variables to set; use method='file'")
+        if method == "file" and not files:
+            raise ConfigError(
+                f"secret {self.name!r} has no file form; give path= to write its values as JSON"
+            )
+        from runhouse.resources.function import function  # the cluster runs the installer as a function
+        from runhouse.resources.secret_install import install_secret
+
+        installer = function(install_secret).to(system, env=env, name="_rh_install_secret")
+        try:
+            return dict(installer(env_vars, files))
+        finally:
+            system.delete("_rh_install_secret")
+
+    def files(self, path: str | None = None) -> dict[str, str]:
+        """The files (path on the cluster -> text) this secret becomes for its provider's tools."""
+        values = self.values
+        if self.provider == "aws" and values.get("access_key"):
+            text = (
+                "[default]\n"
+                f"aws_access_key_id = {values['access_key']}\n"
+                f"aws_secret_access_key = {values.get('secret_key', '')}\n"
+            )
+            return {path or "~/.aws/credentials": text}
+        if self.provider == "ssh" and values.get("private_key"):
+            return {path or f"~/.ssh/{local_name(self.name or 'ssh')}": values["private_key"]}
+        single = {"huggingface": "token", "kubeconfig": "kubeconfig", "gcp": "credentials"}
+        if self.provider in single and values.get(single[self.provider]):
+            default = {"huggingface": "~/.cache/huggingface/token", "kubeconfig": "~/.kube/config"}.get(
+                self.provider, "~/.config/gcloud/application_default_credentials.json"
+            )
+            return {path or default: values[single[self.provider]]}
+        if path:
+            return {path: json.dumps(values)}
+        return {}
 
     def env_vars(self) -> dict[str, str]:
         """The values as the environment variables their provider's tools read."""
-        mapping = PROVIDERS.get(self.provider or "", {}).get("env", {})
+        if self.provider is None:  # a plain secret: its keys are the variable names
+            return {k: v for k, v in self.values.items() if k.isidentifier()}
+        mapping = PROVIDERS.get(self.provider, {}).get("env", {})
         return {mapping[k]: v for k, v in self.values.items() if k in mapping}
 
     def __repr__(self) -> str:
@@ -122,9 +209,17 @@ def secret(
 ) -> Secret:
     """A secret: ``rh.secret(values={...}, name="k").save()``; ``rh.secret(name="k")`` loads a saved one."""
     if values is None and name is not None:
-        record = LocalStore().load(name, secret=True)
-        config = record.get("config", {})
-        return Secret(
-            config.get("name") or local_name(name), record.get("values", {}), config.get("provider")
-        )
+        settings = load_settings()
+        address = den_address(name, settings)
+        if address is not None:
+            record = den_client(settings).get_secret(*address.split("/")[1:])
+            loaded = Secret(address.split("/")[2], record.get("values") or {}, record.get("provider"))
+            loaded.rns_address = address
+            return loaded
+        key = local_name(name)
+        stored = LocalStore(settings).load(key, secret=True)
+        config = stored.get("config", {})
+        loaded = Secret(config.get("name") or key, stored.get("values", {}), config.get("provider"))
+        loaded.rns_address = f"~/{key}"
+        return loaded
     return Secret(name, values or {}, provider)

@@ -22,17 +22,47 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def check_name(name: str, whole: str | None = None) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"invalid resource name {whole or name!r}: use letters, digits, '-', '_' or '.' (up to 128), "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 def local_name(name: str) -> str:
     """The local-store key for ``name`` (``~/x`` or ``x``); Den names are refused with a hint."""
     if name.startswith("/"):
         raise ConfigError(
             f"{name!r} names a resource in Den, the team registry, which this client is not logged in to; "
-            "save and load with a plain name or '~/name' to use the local store"
+            "run `runhouse login` first, or save and load with '~/name' to use the local store"
         )
     key = name[2:] if name.startswith("~/") else name
-    if not _NAME.match(key):
-        raise ConfigError(f"invalid resource name {name!r}: use letters, digits, '-', '_' or '.' (up to 128)")
-    return key
+    return check_name(key, name)
+
+
+def den_address(name: str, settings: Settings) -> str | None:
+    """The Den URI (``/owner/name``) that ``name`` means for this client, or None for the local store.
+
+    ``~/x`` is always local; ``/owner/x`` is always Den; a bare ``x`` is ``/<you>/x`` while logged in
+    to Den and ``~/x`` otherwise."""
+    if name.startswith("~/"):
+        return None
+    if name.startswith("/"):
+        parts = name.split("/")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ConfigError(f"invalid Den name {name!r}: Den names look like '/owner/name'")
+        check_name(parts[2], name)
+        if not settings.logged_in:
+            local_name(name)  # raises the not-logged-in hint
+        return name
+    if not settings.logged_in:
+        return None
+    check_name(name)
+    from runhouse.resources.den import current_user  # only logged-in clients load the Den client
+
+    return f"/{current_user(settings)}/{name}"
 
 
 class LocalStore:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from runhouse.exceptions import RunhouseError, status_for
 from runhouse.protocol.errors import WireError
 from runhouse.server.auth import GuardMiddleware
+from runhouse.server.denauth import DenAuth
 from runhouse.server.routes import admin, calls, envs, folders, objects
 from runhouse.server.routes.relay import error_response
 from runhouse.server.state import DaemonState
@@ -94,6 +95,8 @@ def create_app(
     token: str,
     start_default_worker: bool = True,
     autostop_mins: float | None = None,
+    den: DenAuth | None = None,
+    den_auth: bool = False,
 ) -> Any:
     """Build the daemon app. Workers start with the app's lifespan and stop with it.
 
@@ -101,6 +104,7 @@ def create_app(
     ``autostop_mins`` pass without activity."""
     state = DaemonState(settings, port)
     state.autostop_mins = autostop_mins
+    state.den = den
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,10 +113,14 @@ def create_app(
         state.in_background(state.sweep_shared_memory())
         if autostop_mins is not None:
             state.in_background(state.autostop(autostop_mins))
+        if den is not None:
+            state.in_background(state.report_to_den(den))
         try:
             yield
         finally:
             await state.stop_all()
+            if den is not None:
+                await den.close()
 
     app = Starlette(
         routes=ROUTES,
@@ -123,6 +131,13 @@ def create_app(
     hint = f"the cluster token is in {settings.daemon_dir(port) / 'token'}"
     # Bound to every address (an explicit opt-in), any Host name may reach it; the token still guards it.
     allowed = {settings.host} if settings.host not in ("0.0.0.0", "::") else None
-    guard = GuardMiddleware(CallDispatcher(app, state), token, allowed, settings.max_body_mb * 2**20, hint)
+    guard = GuardMiddleware(
+        CallDispatcher(app, state),
+        token,
+        allowed,
+        settings.max_body_mb * 2**20,
+        hint,
+        den=den if den_auth else None,
+    )
     guard.daemon_state = state
     return guard

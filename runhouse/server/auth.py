@@ -1,7 +1,8 @@
 """Request guards in front of every route: bearer token, Host/Origin checks, body size.
 
 Only ``GET /check`` is open. Everything else needs ``Authorization: Bearer <cluster token>``;
-the token is compared in constant time. ``Host`` must name this daemon (a DNS-rebinding page in a
+the token is compared in constant time. With ``den_auth`` a caller may instead present a token Den
+issued for this cluster; :mod:`runhouse.server.denauth` asks Den what that caller may do. ``Host`` must name this daemon (a DNS-rebinding page in a
 browser sends its own host name), and a browser ``Origin`` must too.
 """
 
@@ -11,6 +12,8 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from runhouse.server.denauth import DenAuth, Denied
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -40,9 +43,16 @@ async def _deny(send: Any, status: int, error: str, detail: str) -> None:
 
 class GuardMiddleware:
     def __init__(
-        self, app: ASGIApp, token: str, allowed_hosts: set[str] | None, max_body: int, token_hint: str
+        self,
+        app: ASGIApp,
+        token: str,
+        allowed_hosts: set[str] | None,
+        max_body: int,
+        token_hint: str,
+        den: DenAuth | None = None,
     ) -> None:
         self.app = app
+        self._den = den  # set: callers may also present Den tokens (den_auth)
         self._token = f"Bearer {token}".encode()
         # None: any Host (the daemon was bound to all addresses on purpose); the token still applies
         self._allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts} | LOOPBACK_NAMES
@@ -87,8 +97,18 @@ class GuardMiddleware:
                 )
                 return
             if not hmac.compare_digest(auth, self._token):
-                await _deny(send, 403, "AuthError", f"wrong token for this cluster ({self._hint})")
-                return
+                den = self._den
+                if den is None:
+                    await _deny(send, 403, "AuthError", f"wrong token for this cluster ({self._hint})")
+                    return
+                try:
+                    user = await den.authorize(auth, scope["method"], scope["path"])
+                except Denied as e:
+                    await _deny(send, e.status, "AuthError", e.detail)
+                    return
+                den.count(user, scope["method"], scope["path"])
+            elif self._den is not None:
+                self._den.count(self._den.identity.owner, scope["method"], scope["path"])
         if length is not None and int(length) > self._max_body:
             await _deny(
                 send,

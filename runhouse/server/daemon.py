@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from runhouse.server.app import create_app
+from runhouse.server.denauth import IDENTITY_FILE, DenAuth, DenIdentity
 from runhouse.server.http import CoalescingHttpToolsProtocol
 from runhouse.server.loop import has_uvloop
 from runhouse.settings import Settings
@@ -29,9 +30,17 @@ def write_private(path: Path, text: str) -> None:
 
 
 def run_daemon(
-    settings: Settings, host: str, port: int, tls: bool = False, autostop_mins: float | None = None
+    settings: Settings,
+    host: str,
+    port: int,
+    tls: bool = False,
+    autostop_mins: float | None = None,
+    den_auth: bool = False,
 ) -> None:
-    """Serve until stopped (SIGTERM) or, with ``autostop_mins``, until idle that long."""
+    """Serve until stopped (SIGTERM) or, with ``autostop_mins``, until idle that long.
+
+    With ``den_auth``, callers may present Den tokens (checked with Den, see
+    :mod:`runhouse.server.denauth`); the Den identity comes from ``den.json`` in the daemon folder."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = settings.daemon_dir(port)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -42,7 +51,17 @@ def run_daemon(
         write_private(token_file, token)
     write_private(folder / "pid", str(os.getpid()))
     settings = settings.with_(host=host, port=port)
-    app = create_app(settings, port, token, autostop_mins=autostop_mins)
+    identity = DenIdentity.load(folder)
+    if den_auth and identity is None:
+        raise SystemExit(
+            f"--den-auth needs {folder / IDENTITY_FILE}; start the cluster with rh.cluster(den_auth=True)"
+        )
+    den = (
+        DenAuth(identity, ttl_s=settings.den_auth_ttl_s, heartbeat_s=settings.den_heartbeat_s)
+        if identity is not None
+        else None
+    )
+    app = create_app(settings, port, token, autostop_mins=autostop_mins, den=den, den_auth=den_auth)
     tls_files: tuple[Path | None, Path | None] = (None, None)
     if tls:  # imported here: cryptography costs ~8 MB and 50 ms that plain-HTTP daemons do not need
         tls_files = import_module("runhouse.server.tls").ensure_certificate(folder)

@@ -44,6 +44,7 @@ class DaemonState:
         self.running_runs: set[str] = set()
         self.calls_served = 0
         self.last_activity = time.time()
+        self.den: Any = None  # a DenAuth when the daemon has a Den identity (den_auth clusters)
         self._starting: dict[str, asyncio.Task[WorkerHandle]] = {}
         self.stopping = False
         self.autostop_mins: float | None = None
@@ -134,6 +135,21 @@ class DaemonState:
             await self.worker(DEFAULT_ENV)
         except Exception:  # logged; the next request that needs it tries again
             log.exception("could not start the default worker")
+
+    async def report_to_den(self, den: Any) -> None:
+        """Every ``den.heartbeat_s``: send Den this daemon's status and the calls counted per user."""
+        while not self.stopping:
+            status = {
+                "pid": os.getpid(),
+                "port": self.port,
+                "uptime_s": round(time.time() - self.started, 1),
+                "calls_served": self.calls_served,
+                "idle_s": round(time.time() - self.last_activity, 1),
+                "workers": sorted(self.workers),
+                "objects": self.registry.keys(None),
+            }
+            await den.report(status)
+            await asyncio.sleep(den.heartbeat_s)
 
     async def autostop(self, minutes: float) -> None:
         """Stop the daemon after ``minutes`` without calls, running work or interactive SSH sessions."""

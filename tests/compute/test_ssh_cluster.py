@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
 
+import denserver
 import pytest
 import sshhosts
 import user_funcs as uf
-from conftest import free_port
+from conftest import ASSETS, free_port
 
 import runhouse as rh
 from runhouse.exceptions import SSHError
@@ -375,3 +377,64 @@ def test_an_open_ssh_shell_keeps_autostop_away(hosts):
     finally:
         shell.kill()
         cluster.teardown()
+
+
+def test_ssh_creds_from_a_den_secret_for_a_granted_user(hosts, lab, tmp_path_factory, monkeypatch):
+    """Bob brings up and uses Alice's SSH cluster with a key he only ever gets from Den; a key
+    rotated in Den is what his next process uses."""
+    den = denserver.start_den(tmp_path_factory.mktemp("den-ssh"))
+    try:
+        alice, bob = den.add_user("alice"), den.add_user("bob")
+        monkeypatch.setenv("RH_TOKEN", alice)
+        monkeypatch.setenv("RH_DEN_URL", den.url)
+        key = rh.provider_secret(
+            "ssh", values={"ssh_user": "root"}, path=str(hosts.private_key), name="lab-key"
+        ).save()
+        assert key.rns_address == "/alice/lab-key"
+        cluster = rh.cluster(
+            name="den-lab",
+            host=[hosts.hosts[0].address],
+            ssh_creds="lab-key",
+            server_port=lab.server_port,
+            python=sys.executable,
+        )
+        assert cluster.config()["ssh_creds"] == "/alice/lab-key"
+        cluster.save()
+        for resource in (key, cluster):
+            resource.share("bob", access_level="read")
+
+        bob_home = tmp_path_factory.mktemp("bob-home")
+        env = dict(os.environ, RH_HOME=str(bob_home), RH_TOKEN=bob, RH_DEN_URL=den.url)
+        env["PYTHONPATH"] = os.pathsep.join([str(ASSETS), env.get("PYTHONPATH", "")])
+        script = textwrap.dedent(
+            """
+            import runhouse as rh, user_funcs as uf
+            lab = rh.cluster(name="/alice/den-lab").up_if_not()
+            assert lab.ssh_creds.ssh_private_key is None  # the key stays in memory
+            print("sum", rh.function(uf.add).to(lab, name="bobs_add")(20, 22))
+            print("ls", lab.run(["echo hi"])[0][1].strip())
+            """
+        )
+
+        def as_bob() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+            )
+
+        first = as_bob()
+        assert "sum 42" in first.stdout and "ls hi" in first.stdout, first.stderr
+        assert not any(
+            p.is_file() and "PRIVATE KEY" in p.read_text(errors="replace") for p in bob_home.rglob("*")
+        )
+
+        other_key = tmp_path_factory.mktemp("rotated") / "id_other"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+        rh.provider_secret("ssh", values={"ssh_user": "root"}, path=str(other_key), name="lab-key").save()
+        rotated = as_bob()  # the host does not know the new key: Bob's next process is refused
+        assert rotated.returncode != 0 and "refused the login" in rotated.stderr
+        rh.provider_secret(
+            "ssh", values={"ssh_user": "root"}, path=str(hosts.private_key), name="lab-key"
+        ).save()
+        assert "sum 42" in as_bob().stdout
+    finally:
+        den.stop()

@@ -58,6 +58,7 @@ async def status(request: Request) -> Response:
             "calls_served": state.calls_served,
             "idle_s": round(time.time() - state.last_activity, 1),
             "workers": workers,
+            "den": state.den.stats() if state.den is not None else None,
         }
     )
 

@@ -1,0 +1,112 @@
+"""Observability: ``POST /v1/events``, ``GET /v1/usage``, cluster heartbeats and status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+
+from runhouse.den import registry, usage
+from runhouse.den.auth import Caller
+from runhouse.den.errors import Forbidden, InvalidInput
+from runhouse.den.models import Heartbeat as HeartbeatRow
+from runhouse.den.models import as_utc, utc_now
+from runhouse.den.names import at_least, check_username, parse_uri, uri
+from runhouse.den.routes.deps import AnyCaller, Db, UserCaller
+from runhouse.den.schemas import MAX_EVENTS, ClusterStatus, Events, Heartbeat, Ok, Recorded, UsageRow
+
+router = APIRouter(prefix="/v1", tags=["clusters"])
+
+
+def can_read_cluster(session: Session, caller: Caller, cluster_uri: str) -> bool:
+    """A user may see a cluster's usage if it is in their namespace or they can read it."""
+    owner, name = parse_uri(cluster_uri)
+    if owner == caller.username:
+        return True
+    resource = registry.find_resource(session, owner, name)
+    return resource is not None and at_least(registry.access_level(session, caller.user_id, resource), "read")
+
+
+def _events_of(caller: Caller, body: Events) -> list[usage.NewEvent]:
+    found: list[usage.NewEvent] = []
+    for event in body.events:
+        if caller.kind == "daemon":  # the cluster is its own; it names the user it authenticated
+            cluster = caller.cluster or ""
+            username = check_username(event.username) if event.username else caller.username
+        else:  # a user reports only as themself, so nobody can put usage in another's name
+            cluster = uri(*parse_uri(event.cluster))
+            username = caller.username
+        found.append(usage.NewEvent(username, cluster, event.kind, event.resource, event.count))
+    return found
+
+
+@router.post("/events")
+def post_events(body: Events, caller: AnyCaller, db: Db) -> Recorded:
+    """Record usage events (a user token reports as itself; a daemon token for its own cluster)."""
+    if len(body.events) > MAX_EVENTS:
+        raise InvalidInput(f"{len(body.events)} events in one request; send at most {MAX_EVENTS} per request")
+    return db.write(lambda s: Recorded(recorded=usage.record(s, _events_of(caller, body))))
+
+
+@router.get("/usage")
+def get_usage(
+    caller: UserCaller, db: Db, cluster: str | None = None, since: str | None = None
+) -> list[UsageRow]:
+    """Usage summed per user, cluster, kind and resource, for the clusters the caller can read."""
+    cluster_uri = uri(*parse_uri(cluster)) if cluster else None
+    since_at = usage.parse_since(since) if since else None
+    with db.read() as session:
+        readable: dict[str, bool] = {}
+        rows: list[UsageRow] = []
+        for a in usage.aggregate(session, cluster_uri, since_at):
+            if a.cluster not in readable:
+                readable[a.cluster] = can_read_cluster(session, caller, a.cluster)
+            if readable[a.cluster]:
+                rows.append(
+                    UsageRow(
+                        username=a.username,
+                        cluster=a.cluster,
+                        kind=a.kind,
+                        resource=a.resource,
+                        count=a.count,
+                        first=as_utc(a.first),  # type: ignore[arg-type]
+                        last=as_utc(a.last),  # type: ignore[arg-type]
+                    )
+                )
+        return rows
+
+
+@router.post("/clusters/{owner}/{name}/heartbeat")
+def heartbeat(owner: str, name: str, body: Heartbeat, caller: AnyCaller, db: Db) -> Ok:
+    """Store the cluster's current status (its daemon token, or a user with write)."""
+    if caller.kind == "daemon" and caller.cluster != uri(owner, name):
+        raise Forbidden(f"this daemon token belongs to cluster {caller.cluster}, not {uri(owner, name)}")
+    text = registry.encode_config(body.status, what="status")
+
+    def work(session: Session) -> Ok:
+        resource = registry.require_resource(session, owner, name, lock=True)
+        if caller.kind != "daemon":
+            registry.require_access(session, caller, resource, owner, "write")
+        row = session.get(HeartbeatRow, resource.id)
+        if row is None:
+            session.add(HeartbeatRow(resource_id=resource.id, status=text, updated_at=utc_now()))
+        else:
+            row.status, row.updated_at = text, utc_now()
+        return Ok(ok=True)
+
+    return db.write(work)
+
+
+@router.get("/clusters/{owner}/{name}/status")
+def cluster_status(owner: str, name: str, caller: UserCaller, db: Db) -> ClusterStatus:
+    """The last heartbeat's status and how long ago it came; needs read."""
+    with db.read() as session:
+        resource = registry.require_resource(session, owner, name)
+        registry.require_access(session, caller, resource, owner, "read")
+        row = session.get(HeartbeatRow, resource.id)
+        if row is None:
+            return ClusterStatus(status=None, last_heartbeat=None, seconds_ago=None)
+        return ClusterStatus(
+            status=registry.load_config(row.status),
+            last_heartbeat=as_utc(row.updated_at),
+            seconds_ago=round((utc_now() - row.updated_at).total_seconds(), 3),
+        )

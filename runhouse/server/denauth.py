@@ -1,0 +1,241 @@
+"""A daemon's Den identity: checking callers' tokens with Den, and reporting status and usage.
+
+A cluster started with ``den_auth=True`` gets a ``den.json`` in its daemon folder (mode 0600):
+Den's URL, the cluster's Den name and a *daemon token* Den issued for this cluster alone. The
+owner's own Den token never reaches the cluster. Callers send either the cluster token (the owner's
+admin path) or a cluster-scoped token Den gave them for this cluster; the daemon asks Den who that
+is and what they may do (``POST /v1/auth/check``), and remembers the answer for ``ttl_s``.
+
+Access needed: reading routes and calls need ``read`` on the cluster, or ``read`` on the called
+object's own Den resource (``/<cluster owner>/<key>``); everything that changes the cluster
+(deploys, puts, deletes, shell commands, envs, folders) needs ``write`` on the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+LEVELS = {"none": 0, "read": 1, "write": 2}
+# Daemon routes that only read; every other fixed route changes the cluster and needs write.
+READ_ROUTES = frozenset(
+    {
+        ("GET", "/status"),
+        ("GET", "/keys"),
+        ("GET", "/object"),
+        ("GET", "/resource"),
+        ("GET", "/envs"),
+        ("POST", "/logs"),
+    }
+)
+FIXED_ROUTES = frozenset(
+    {
+        "/status",
+        "/keys",
+        "/object",
+        "/rename",
+        "/delete_object",
+        "/resource",
+        "/envs",
+        "/create_env",
+        "/kill_env",
+    }
+    | {"/logs", "/run_bash", "/folder/sync", "/folder/upload"}
+)
+IDENTITY_FILE = "den.json"
+
+
+@dataclass(frozen=True)
+class DenIdentity:
+    url: str
+    cluster: str  # "/owner/name"
+    token: str  # the daemon token (scope daemon:/owner/name)
+
+    @property
+    def owner(self) -> str:
+        return self.cluster.split("/")[1]
+
+    @classmethod
+    def load(cls, folder: Path) -> DenIdentity | None:
+        path = folder / IDENTITY_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(str(data["den_url"]).rstrip("/"), str(data["cluster"]), str(data["token"]))
+
+
+class Denied(Exception):
+    """The caller may not do this; ``status`` is 401 (unknown token) or 403 (not allowed)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def needed_level(method: str, path: str) -> str:
+    """``read`` or ``write``: what a request needs on the cluster. Calls (``/{key}/{method}``) read."""
+    if (method, path) in READ_ROUTES:
+        return "read"
+    if path not in FIXED_ROUTES and _is_call(path):
+        return "read"
+    return "write"
+
+
+def _is_call(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) == 3 and bool(parts[1]) and bool(parts[2]) and path not in FIXED_ROUTES
+
+
+class DenAuth:
+    """Checks callers with Den (cached), counts their calls, and heartbeats to Den."""
+
+    def __init__(self, identity: DenIdentity, ttl_s: float = 30.0, heartbeat_s: float = 60.0) -> None:
+        self.identity = identity
+        self.ttl_s = ttl_s
+        self.heartbeat_s = heartbeat_s
+        self._cache: dict[tuple[bytes, str], tuple[float, str, str]] = {}
+        self._inflight: dict[tuple[bytes, str], asyncio.Future[tuple[str, str]]] = {}
+        self._http: httpx.AsyncClient | None = None
+        self.cache_hits = 0
+        self.den_lookups = 0
+        self.usage: Counter[tuple[str, str, str]] = Counter()  # (user, kind, key) -> count
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.identity.url,
+                headers={"Authorization": f"Bearer {self.identity.token}"},
+                timeout=10.0,
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def level(self, token: bytes, resource: str) -> tuple[str, str]:
+        """(username, access level) of the token's user on ``resource`` (a Den URI)."""
+        key = (token, resource)
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            self.cache_hits += 1
+            return hit[1], hit[2]
+        pending = self._inflight.get(key)
+        if pending is not None:  # one lookup per token and resource at a time
+            return await asyncio.shield(pending)
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            answer = await self._ask(token, resource)
+            self._cache[key] = (time.monotonic() + self.ttl_s, *answer)
+            if len(self._cache) > 10_000:
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            future.set_result(answer)
+            return answer
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: waiters get it through shield
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _ask(self, token: bytes, resource: str) -> tuple[str, str]:
+        self.den_lookups += 1
+        body = {"token": token.decode("latin-1"), "resource": resource}
+        try:
+            reply = await self._client().post("/v1/auth/check", json=body)
+        except httpx.HTTPError as e:
+            raise Denied(
+                503, f"cannot reach Den at {self.identity.url} to check the caller's token: {e}"
+            ) from e
+        if reply.status_code in (401, 403):
+            detail = _detail(reply)
+            raise Denied(reply.status_code, f"Den refused the caller's token: {detail}")
+        if reply.status_code != 200:
+            raise Denied(503, f"Den answered {reply.status_code} checking a token: {_detail(reply)}")
+        data = reply.json()
+        return str(data["username"]), str(data["access_level"])
+
+    async def authorize(self, token: bytes, method: str, path: str) -> str:
+        """The caller's username if they may make this request; raises :class:`Denied` otherwise."""
+        raw = token[7:] if token[:7].lower() == b"bearer " else token
+        need = needed_level(method, path)
+        cluster = self.identity.cluster
+        user, level = await self.level(raw, cluster)
+        if LEVELS.get(level, 0) >= LEVELS[need]:
+            return user
+        if _is_call(path):  # a call: the object's own Den resource may allow it
+            resource = f"/{self.identity.owner}/{path.split('/')[1]}"
+            _, own_level = await self.level(raw, resource)
+            if LEVELS.get(own_level, 0) >= LEVELS["read"]:
+                return user
+            raise Denied(
+                403,
+                f"user {user!r} has no access to {resource} or to cluster {cluster}; ask its owner to share it "
+                f"(resource.share({user!r}, access_level='read'))",
+            )
+        raise Denied(
+            403,
+            f"user {user!r} has {level!r} access to cluster {cluster}; this request needs {need!r} "
+            f"(ask the owner: cluster.share({user!r}, access_level={need!r}))",
+        )
+
+    def count(self, user: str, method: str, path: str) -> None:
+        if _is_call(path):
+            self.usage[(user, "call", path.split("/")[1])] += 1
+        elif path == "/resource" and method == "POST":
+            self.usage[(user, "deploy", "")] += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "cluster": self.identity.cluster,
+            "den_url": self.identity.url,
+            "cache_hits": self.cache_hits,
+            "den_lookups": self.den_lookups,
+            "ttl_s": self.ttl_s,
+        }
+
+    async def report(self, status: dict[str, Any]) -> None:
+        """Send counted usage and a heartbeat; counts that could not be sent are kept for next time."""
+        taken, self.usage = self.usage, Counter()
+        events = [
+            {
+                "kind": kind,
+                "cluster": self.identity.cluster,
+                "resource": key or None,
+                "count": n,
+                "username": user,
+            }
+            for (user, kind, key), n in taken.items()
+        ]
+        client = self._client()
+        owner, name = self.identity.cluster.split("/")[1:]
+        try:
+            for start in range(0, len(events), 1000):
+                reply = await client.post("/v1/events", json={"events": events[start : start + 1000]})
+                reply.raise_for_status()
+            reply = await client.post(f"/v1/clusters/{owner}/{name}/heartbeat", json={"status": status})
+            reply.raise_for_status()
+        except httpx.HTTPError as e:
+            self.usage.update(taken)
+            log.warning("could not report to Den at %s: %s", self.identity.url, e)
+
+
+def _detail(reply: httpx.Response) -> str:
+    try:
+        data = reply.json()
+    except ValueError:
+        return reply.text[:300]
+    return str(data.get("detail", data)) if isinstance(data, dict) else str(data)
