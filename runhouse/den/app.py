@@ -1,7 +1,7 @@
 """Den's FastAPI application, built by :func:`create_app` (nothing is created at import time).
 
-Routes are plain ``def`` functions, so FastAPI runs them in its thread pool and the synchronous
-SQLAlchemy engine never blocks the event loop. Den errors map to HTTP status by class
+Routes are ``async def`` and run their database work (synchronous SQLAlchemy) in the thread pool,
+one hop per transaction, so the event loop never blocks on the database. Den errors map to HTTP status by class
 (:data:`runhouse.den.errors.STATUS_BY_ERROR`); the reply is always ``{"detail": message}``. The
 OpenAPI document is served at ``/openapi.json`` and rendered at ``/docs``.
 """
@@ -23,6 +23,7 @@ from runhouse._version import __version__
 from runhouse.den.db import Database
 from runhouse.den.errors import DenError, status_for
 from runhouse.den.routes import clusters, resources, secrets, tokens
+from runhouse.den.routes.deps import Store
 from runhouse.den.schemas import Health
 from runhouse.den.vault import Vault
 
@@ -98,14 +99,14 @@ def create_app(db_url: str, data_dir: Path, secret_key: str | None = None) -> Fa
         "with history, sharing, an encrypted secrets vault, usage events and cluster heartbeats.",
         lifespan=lifespan,
     )
-    app.state.db = db
+    app.state.store = Store(db)
     app.state.vault = vault
     app.add_exception_handler(DenError, _den_error)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_middleware(BodyLimit)
 
     @app.get("/health", tags=["health"])
-    def health() -> Health:
+    async def health() -> Health:
         """Liveness; no token needed."""
         return Health(status="ok", version=__version__, db=db.dialect)
 

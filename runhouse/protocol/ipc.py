@@ -43,6 +43,8 @@ class Channel(asyncio.BufferedProtocol):
         self._body: bytearray | None = None
         self._body_have = 0
         self._body_header: Any = None
+        self._pending: list[Any] | None = None  # messages waiting for the end of this loop step
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     # -- sending ------------------------------------------------------------------------
@@ -53,12 +55,31 @@ class Channel(asyncio.BufferedProtocol):
         parts = body if isinstance(body, list) else ([body] if body is not None else [])
         size = sum(memoryview(p).nbytes for p in parts)
         prefix = _PREFIX.pack(len(head), size) + head
+        pending = self._pending
+        if pending is not None:  # not the first message this loop step: it leaves with the next flush
+            pending.append(prefix)
+            pending.extend(parts)
+            return
+        # The first message of a loop step is written at once (no added latency for a lone call);
+        # any more in the same step are gathered and written together at the end of the step.
+        self._pending = []
+        assert self._loop is not None
+        self._loop.call_soon(self._flush)
         if size > _SMALL:
             self._transport.writelines([prefix, *parts])  # large buffers are not copied
         elif size:
             self._transport.write(b"".join([prefix, *parts]))  # one syscall for small messages
         else:
             self._transport.write(prefix)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if not pending or self._transport is None or self.closed:
+            return
+        if sum(memoryview(p).nbytes for p in pending) > _SMALL:
+            self._transport.writelines(pending)
+        else:
+            self._transport.write(b"".join(pending))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -67,6 +88,7 @@ class Channel(asyncio.BufferedProtocol):
     # -- asyncio protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -358,17 +358,20 @@ def test_python_is_found_on_the_hosts_path(hosts):
 
 
 def test_an_open_ssh_shell_keeps_autostop_away(hosts):
-    cluster = _cluster(hosts, 0, autostop_mins=0.05)  # three seconds
-    cluster.up_if_not()
+    # The shell opens first (a slow login on a busy machine must not race the 3 s idle limit).
     shell = subprocess.Popen(
-        [*hosts.ssh_argv(hosts.hosts[0]), "-tt", "sleep 9"],
+        [*hosts.ssh_argv(hosts.hosts[0]), "-tt", "echo logged-in; sleep 60"],
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    cluster = _cluster(hosts, 0, autostop_mins=0.05)  # three seconds
     try:
+        assert shell.stdout is not None and b"logged-in" in shell.stdout.readline()
+        cluster.up_if_not()
         time.sleep(7)
         assert cluster.is_up(), "someone is logged in: the daemon must stay"
+        shell.kill()  # the client goes away, so the session on the host ends
         shell.wait(timeout=20)
         deadline = time.monotonic() + 30
         while cluster.is_up():

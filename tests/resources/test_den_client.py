@@ -23,6 +23,7 @@ from conftest import ASSETS, free_port
 import runhouse as rh
 from runhouse.client.den import DenClient
 from runhouse.exceptions import AuthError, ConfigError, ObjectNotFound
+from runhouse.protocol.wire import CallOptions
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +201,16 @@ def test_daemon_caches_den_answers_and_never_holds_the_user_token(den, alice, de
     after = den_cluster.status()["den"]
     assert after["cache_hits"] >= before["cache_hits"] + 50
     assert after["den_lookups"] == before["den_lookups"]
+
+    # the daemon itself refuses a user Den knows but who has no access here
+    carol_token = DenClient(den.url, den.tokens["carol"]).cluster_token(den_cluster.rns_address)
+    as_carol = DaemonClient(Endpoint("127.0.0.1", den_cluster.server_port), carol_token)
+    with pytest.raises(AuthError, match="carol") as refused:
+        as_carol.call("cached_add", "call", (1, 2), {}, CallOptions())
+    assert refused.value.status == 403
+    with pytest.raises(AuthError, match="write"):
+        as_carol.put("planted", 1)
+    assert "planted" not in den_cluster.keys()
 
     # a token Den issued for another cluster does not open this one
     other = rh.cluster(name=f"other-{free_port()}", host="localhost", server_port=free_port())

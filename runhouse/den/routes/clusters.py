@@ -11,7 +11,7 @@ from runhouse.den.errors import Forbidden, InvalidInput
 from runhouse.den.models import Heartbeat as HeartbeatRow
 from runhouse.den.models import as_utc, utc_now
 from runhouse.den.names import at_least, check_username, parse_uri, uri
-from runhouse.den.routes.deps import AnyCaller, Db, UserCaller
+from runhouse.den.routes.deps import AnyToken, Db, UserToken
 from runhouse.den.schemas import MAX_EVENTS, ClusterStatus, Events, Heartbeat, Ok, Recorded, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["clusters"])
@@ -40,21 +40,24 @@ def _events_of(caller: Caller, body: Events) -> list[usage.NewEvent]:
 
 
 @router.post("/events")
-def post_events(body: Events, caller: AnyCaller, db: Db) -> Recorded:
+async def post_events(body: Events, token: AnyToken, db: Db) -> Recorded:
     """Record usage events (a user token reports as itself; a daemon token for its own cluster)."""
     if len(body.events) > MAX_EVENTS:
         raise InvalidInput(f"{len(body.events)} events in one request; send at most {MAX_EVENTS} per request")
-    return db.write(lambda s: Recorded(recorded=usage.record(s, _events_of(caller, body))))
+    return await db.write(
+        token, lambda s, caller: Recorded(recorded=usage.record(s, _events_of(caller, body)))
+    )
 
 
 @router.get("/usage")
-def get_usage(
-    caller: UserCaller, db: Db, cluster: str | None = None, since: str | None = None
+async def get_usage(
+    token: UserToken, db: Db, cluster: str | None = None, since: str | None = None
 ) -> list[UsageRow]:
     """Usage summed per user, cluster, kind and resource, for the clusters the caller can read."""
     cluster_uri = uri(*parse_uri(cluster)) if cluster else None
     since_at = usage.parse_since(since) if since else None
-    with db.read() as session:
+
+    def read(session: Session, caller: Caller) -> list[UsageRow]:
         readable: dict[str, bool] = {}
         rows: list[UsageRow] = []
         for a in usage.aggregate(session, cluster_uri, since_at):
@@ -74,15 +77,17 @@ def get_usage(
                 )
         return rows
 
+    return await db.read(token, read)
+
 
 @router.post("/clusters/{owner}/{name}/heartbeat")
-def heartbeat(owner: str, name: str, body: Heartbeat, caller: AnyCaller, db: Db) -> Ok:
+async def heartbeat(owner: str, name: str, body: Heartbeat, token: AnyToken, db: Db) -> Ok:
     """Store the cluster's current status (its daemon token, or a user with write)."""
-    if caller.kind == "daemon" and caller.cluster != uri(owner, name):
-        raise Forbidden(f"this daemon token belongs to cluster {caller.cluster}, not {uri(owner, name)}")
     text = registry.encode_config(body.status, what="status")
 
-    def work(session: Session) -> Ok:
+    def work(session: Session, caller: Caller) -> Ok:
+        if caller.kind == "daemon" and caller.cluster != uri(owner, name):
+            raise Forbidden(f"this daemon token belongs to cluster {caller.cluster}, not {uri(owner, name)}")
         resource = registry.require_resource(session, owner, name, lock=True)
         if caller.kind != "daemon":
             registry.require_access(session, caller, resource, owner, "write")
@@ -93,13 +98,14 @@ def heartbeat(owner: str, name: str, body: Heartbeat, caller: AnyCaller, db: Db)
             row.status, row.updated_at = text, utc_now()
         return Ok(ok=True)
 
-    return db.write(work)
+    return await db.write(token, work)
 
 
 @router.get("/clusters/{owner}/{name}/status")
-def cluster_status(owner: str, name: str, caller: UserCaller, db: Db) -> ClusterStatus:
+async def cluster_status(owner: str, name: str, token: UserToken, db: Db) -> ClusterStatus:
     """The last heartbeat's status and how long ago it came; needs read."""
-    with db.read() as session:
+
+    def read(session: Session, caller: Caller) -> ClusterStatus:
         resource = registry.require_resource(session, owner, name)
         registry.require_access(session, caller, resource, owner, "read")
         row = session.get(HeartbeatRow, resource.id)
@@ -110,3 +116,5 @@ def cluster_status(owner: str, name: str, caller: UserCaller, db: Db) -> Cluster
             last_heartbeat=as_utc(row.updated_at),
             seconds_ago=round((utc_now() - row.updated_at).total_seconds(), 3),
         )
+
+    return await db.read(token, read)

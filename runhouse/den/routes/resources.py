@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from runhouse.den import registry
+from runhouse.den.auth import Caller
 from runhouse.den.errors import InvalidInput
 from runhouse.den.models import Resource, as_utc
 from runhouse.den.names import Visibility, check_resource_name, check_username
-from runhouse.den.routes.deps import Db, UserCaller
+from runhouse.den.routes.deps import Db, UserToken
 from runhouse.den.schemas import (
     AccessEntry,
     AccessPut,
@@ -39,7 +38,7 @@ def saved(owner: str, resource: Resource) -> ResourceSaved:
 
 
 @router.put("/{owner}/{name}")
-def put_resource(owner: str, name: str, body: ResourcePut, caller: UserCaller, db: Db) -> ResourceSaved:
+async def put_resource(owner: str, name: str, body: ResourcePut, token: UserToken, db: Db) -> ResourceSaved:
     """Save a new version of /owner/name (created by its owner on first save; then needs write)."""
     check_username(owner)
     check_resource_name(name)
@@ -47,23 +46,25 @@ def put_resource(owner: str, name: str, body: ResourcePut, caller: UserCaller, d
     resource_type = str(body.config["resource_type"])
     if resource_type == registry.SECRET_TYPE:
         raise InvalidInput(f"save secrets with PUT /v1/secrets/{owner}/{name}, which encrypts their values")
-    return db.write(
-        lambda s: saved(
+    return await db.write(
+        token,
+        lambda s, caller: saved(
             owner, registry.save_version(s, caller, owner, name, text, resource_type, body.visibility)
-        )
+        ),
     )
 
 
 @router.get("/{owner}/{name}")
-def get_resource(owner: str, name: str, caller: UserCaller, db: Db) -> ResourceOut:
+async def get_resource(owner: str, name: str, token: UserToken, db: Db) -> ResourceOut:
     """The latest version of /owner/name; needs read."""
-    with db.read() as session:
+
+    def read(session: Session, caller: Caller) -> ResourceOut:
         resource = registry.require_resource(session, owner, name)
         level = registry.require_access(session, caller, resource, owner, "read")
         return ResourceOut(
             owner=owner,
             name=resource.name,
-            config=json.loads(resource.config),
+            config=registry.load_config(resource.config),
             version=resource.version,
             visibility=resource.visibility,  # type: ignore[arg-type]
             resource_type=resource.resource_type,
@@ -72,46 +73,52 @@ def get_resource(owner: str, name: str, caller: UserCaller, db: Db) -> ResourceO
             updated_by=resource.updated_by,
         )
 
+    return await db.read(token, read)
+
 
 @router.get("/{owner}/{name}/history")
-def get_history(
+async def get_history(
     owner: str,
     name: str,
-    caller: UserCaller,
+    token: UserToken,
     db: Db,
     limit: int | None = Query(default=None, ge=1, description="At most this many, newest first."),
 ) -> list[HistoryEntry]:
     """Every saved version of /owner/name, newest first; needs read."""
-    with db.read() as session:
+
+    def read(session: Session, caller: Caller) -> list[HistoryEntry]:
         resource = registry.require_resource(session, owner, name)
         registry.require_access(session, caller, resource, owner, "read")
         return [
             HistoryEntry(
                 version=v.version,
-                config=json.loads(v.config),
+                config=registry.load_config(v.config),
                 created_at=as_utc(v.created_at),  # type: ignore[arg-type]
                 created_by=v.created_by,
             )
             for v in registry.history(session, resource, limit)
         ]
 
+    return await db.read(token, read)
+
 
 @router.delete("/{owner}/{name}")
-def delete_resource(owner: str, name: str, caller: UserCaller, db: Db) -> Deleted:
+async def delete_resource(owner: str, name: str, token: UserToken, db: Db) -> Deleted:
     """Delete /owner/name with its history, shares and secret values; needs write."""
-    db.write(lambda s: registry.remove(s, caller, owner, name))
+    await db.write(token, lambda s, caller: registry.remove(s, caller, owner, name))
     return Deleted(deleted=True)
 
 
 @router.get("")
-def list_resources(
-    caller: UserCaller,
+async def list_resources(
+    token: UserToken,
     db: Db,
     owner: str | None = None,
     resource_type: str | None = None,
 ) -> list[ResourceListed]:
     """What the caller may see: their own, shared with them, and public resources."""
-    with db.read() as session:
+
+    def read(session: Session, caller: Caller) -> list[ResourceListed]:
         return [
             ResourceListed(
                 owner=owner_name,
@@ -125,35 +132,43 @@ def list_resources(
             for r, owner_name, level in registry.listing(session, caller, owner, resource_type)
         ]
 
+    return await db.read(token, read)
+
 
 @router.put("/{owner}/{name}/visibility")
-def put_visibility(owner: str, name: str, body: VisibilityPut, caller: UserCaller, db: Db) -> ResourceSaved:
+async def put_visibility(
+    owner: str, name: str, body: VisibilityPut, token: UserToken, db: Db
+) -> ResourceSaved:
     """Make /owner/name private, unlisted or public; needs write."""
     visibility: Visibility = body.visibility
-    return db.write(lambda s: saved(owner, registry.set_visibility(s, caller, owner, name, visibility)))
+    return await db.write(
+        token, lambda s, caller: saved(owner, registry.set_visibility(s, caller, owner, name, visibility))
+    )
 
 
 @router.put("/{owner}/{name}/access/{username}")
-def put_access(
-    owner: str, name: str, username: str, body: AccessPut, caller: UserCaller, db: Db
+async def put_access(
+    owner: str, name: str, username: str, body: AccessPut, token: UserToken, db: Db
 ) -> AccessEntry:
     """Give a user read, write or denied on /owner/name (denied beats visibility); needs write."""
-    db.write(lambda s: registry.share(s, caller, owner, name, username, body.access_level))
+    await db.write(
+        token, lambda s, caller: registry.share(s, caller, owner, name, username, body.access_level)
+    )
     return AccessEntry(username=username, access_level=body.access_level)
 
 
 @router.delete("/{owner}/{name}/access/{username}")
-def delete_access(owner: str, name: str, username: str, caller: UserCaller, db: Db) -> Revoked:
+async def delete_access(owner: str, name: str, username: str, token: UserToken, db: Db) -> Revoked:
     """Remove a user's explicit share (visibility still applies); needs write."""
-    db.write(lambda s: registry.unshare(s, caller, owner, name, username))
+    await db.write(token, lambda s, caller: registry.unshare(s, caller, owner, name, username))
     return Revoked(revoked=True)
 
 
 @router.get("/{owner}/{name}/access")
-def get_access(owner: str, name: str, caller: UserCaller, db: Db) -> list[AccessEntry]:
+async def get_access(owner: str, name: str, token: UserToken, db: Db) -> list[AccessEntry]:
     """The explicit shares of /owner/name; needs read."""
 
-    def read(session: Session) -> list[AccessEntry]:
+    def read(session: Session, caller: Caller) -> list[AccessEntry]:
         resource = registry.require_resource(session, owner, name)
         registry.require_access(session, caller, resource, owner, "read")
         return [
@@ -161,5 +176,4 @@ def get_access(owner: str, name: str, caller: UserCaller, db: Db) -> list[Access
             for u, level in registry.shares(session, resource)
         ]
 
-    with db.read() as session:
-        return read(session)
+    return await db.read(token, read)

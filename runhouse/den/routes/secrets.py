@@ -10,10 +10,11 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from runhouse.den import registry
+from runhouse.den.auth import Caller
 from runhouse.den.errors import InvalidInput, NotFound, TooLarge
 from runhouse.den.models import SecretValue
 from runhouse.den.names import check_resource_name, check_username, uri
-from runhouse.den.routes.deps import Db, UserCaller
+from runhouse.den.routes.deps import Db, UserToken
 from runhouse.den.routes.resources import saved
 from runhouse.den.schemas import ResourceSaved, SecretOut, SecretPut
 from runhouse.den.vault import Vault
@@ -27,8 +28,8 @@ def _vault(request: Request) -> Vault:
 
 
 @router.put("/{owner}/{name}")
-def put_secret(
-    owner: str, name: str, body: SecretPut, caller: UserCaller, db: Db, request: Request
+async def put_secret(
+    owner: str, name: str, body: SecretPut, token: UserToken, db: Db, request: Request
 ) -> ResourceSaved:
     """Save a new version of secret /owner/name: values encrypted, their names in the config."""
     check_username(owner)
@@ -46,26 +47,28 @@ def put_secret(
         raise InvalidInput("secret value names must not be empty")
     ciphertext = _vault(request).seal(body.values)
 
-    def work(session: Session) -> ResourceSaved:
+    def work(session: Session, caller: Caller) -> ResourceSaved:
         resource = registry.save_version(
             session, caller, owner, name, text, registry.SECRET_TYPE, body.visibility
         )
         session.add(SecretValue(resource_id=resource.id, version=resource.version, ciphertext=ciphertext))
         return saved(owner, resource)
 
-    return db.write(work)
+    return await db.write(token, work)
 
 
 @router.get("/{owner}/{name}")
-def get_secret(owner: str, name: str, caller: UserCaller, db: Db, request: Request) -> SecretOut:
+async def get_secret(owner: str, name: str, token: UserToken, db: Db, request: Request) -> SecretOut:
     """The latest values of secret /owner/name; needs read."""
-    with db.read() as session:
+    vault = _vault(request)
+
+    def read(session: Session, caller: Caller) -> SecretOut:
         resource = registry.require_resource(session, owner, name)
         registry.require_access(session, caller, resource, owner, "read")
         row = session.get(SecretValue, (resource.id, resource.version))
         if resource.resource_type != registry.SECRET_TYPE or row is None:
             raise NotFound(f"{uri(owner, name)} is a {resource.resource_type}, not a secret")
         provider = registry.load_config(resource.config).get("provider")
-        return SecretOut(
-            values=_vault(request).open(row.ciphertext), provider=provider, version=resource.version
-        )
+        return SecretOut(values=vault.open(row.ciphertext), provider=provider, version=resource.version)
+
+    return await db.read(token, read)

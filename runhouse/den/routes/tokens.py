@@ -11,7 +11,7 @@ from runhouse.den.auth import Caller
 from runhouse.den.errors import Forbidden, NotFound
 from runhouse.den.models import Token, as_utc
 from runhouse.den.names import Level, parse_uri, uri
-from runhouse.den.routes.deps import DaemonCaller, Db, UserCaller
+from runhouse.den.routes.deps import DaemonToken, Db, UserToken
 from runhouse.den.schemas import (
     AuthCheck,
     AuthCheckResult,
@@ -33,23 +33,26 @@ def _created(row: Token, secret: str) -> TokenCreated:
 
 
 @router.get("/me")
-def me(caller: UserCaller) -> Me:
+async def me(token: UserToken, db: Db) -> Me:
     """Who the token belongs to."""
-    return Me(username=caller.username)
+    return await db.read(token, lambda _session, caller: Me(username=caller.username))
 
 
 @router.post("/tokens")
-def create_token(body: TokenCreate, caller: UserCaller, db: Db) -> TokenCreated:
+async def create_token(body: TokenCreate, token: UserToken, db: Db) -> TokenCreated:
     """Mint another user token for the caller (shown once)."""
-    return db.write(
-        lambda s: _created(*auth.mint(s, caller.user_id, auth.USER_SCOPE, body.name, body.expires_in_s))
-    )
+
+    def work(session: Session, caller: Caller) -> TokenCreated:
+        return _created(*auth.mint(session, caller.user_id, auth.USER_SCOPE, body.name, body.expires_in_s))
+
+    return await db.write(token, work)
 
 
 @router.get("/tokens")
-def list_tokens(caller: UserCaller, db: Db) -> list[TokenInfo]:
+async def list_tokens(token: UserToken, db: Db) -> list[TokenInfo]:
     """The caller's tokens of every scope, without their secrets."""
-    with db.read() as session:
+
+    def read(session: Session, caller: Caller) -> list[TokenInfo]:
         rows = session.execute(
             select(Token).where(Token.user_id == caller.user_id).order_by(Token.created_at, Token.id)
         ).scalars()
@@ -65,48 +68,50 @@ def list_tokens(caller: UserCaller, db: Db) -> list[TokenInfo]:
             for t in rows
         ]
 
+    return await db.read(token, read)
+
 
 @router.delete("/tokens/{token_id}")
-def revoke_token(token_id: str, caller: UserCaller, db: Db) -> Revoked:
+async def revoke_token(token_id: str, token: UserToken, db: Db) -> Revoked:
     """Revoke one of the caller's tokens; Den refuses it from then on (401)."""
 
-    def work(session: Session) -> Revoked:
+    def work(session: Session, caller: Caller) -> Revoked:
         row = session.get(Token, token_id)
         if row is None or row.user_id != caller.user_id:
             raise NotFound(f"you ({caller.username}) have no token with id {token_id!r}")
         row.revoked = True
         return Revoked(revoked=True)
 
-    return db.write(work)
+    return await db.write(token, work)
 
 
 @router.post("/tokens/cluster")
-def create_cluster_token(body: ClusterTokenCreate, caller: UserCaller, db: Db) -> TokenCreated:
+async def create_cluster_token(body: ClusterTokenCreate, token: UserToken, db: Db) -> TokenCreated:
     """A token to hand to cluster /o/n's daemon instead of the user token.
 
     Any user may get one for a saved cluster: it only tells that daemon who the caller is, and the
     daemon still asks Den what they may do (read on one function deployed there lets them call it)."""
     owner, name = parse_uri(body.cluster)
 
-    def work(session: Session) -> TokenCreated:
+    def work(session: Session, caller: Caller) -> TokenCreated:
         registry.require_resource(session, owner, name)
         scope = auth.cluster_scope(uri(owner, name))
         return _created(*auth.mint(session, caller.user_id, scope, body.name, body.expires_in_s))
 
-    return db.write(work)
+    return await db.write(token, work)
 
 
 @router.post("/clusters/{owner}/{name}/daemon-token")
-def create_daemon_token(owner: str, name: str, caller: UserCaller, db: Db) -> TokenCreated:
+async def create_daemon_token(owner: str, name: str, token: UserToken, db: Db) -> TokenCreated:
     """The credential cluster /owner/name's daemon uses with Den; needs write on the cluster."""
 
-    def work(session: Session) -> TokenCreated:
+    def work(session: Session, caller: Caller) -> TokenCreated:
         resource = registry.require_resource(session, owner, name)
         registry.require_access(session, caller, resource, owner, "write")
         scope = auth.daemon_scope(uri(owner, name))
         return _created(*auth.mint(session, caller.user_id, scope, f"daemon {uri(owner, name)}"[:128]))
 
-    return db.write(work)
+    return await db.write(token, work)
 
 
 def _subject_level(session: Session, daemon: Caller, subject: Caller, resource_uri: str) -> Level:
@@ -125,10 +130,13 @@ def _subject_level(session: Session, daemon: Caller, subject: Caller, resource_u
 
 
 @router.post("/auth/check")
-def check(body: AuthCheck, caller: DaemonCaller, db: Db) -> AuthCheckResult:
+async def check(body: AuthCheck, token: DaemonToken, db: Db) -> AuthCheckResult:
     """For a daemon: who sent this token, and what may they do on ``resource``?"""
-    with db.read() as session:
-        token, user = auth.verify(session, body.token)
-        subject = Caller(user.id, user.username, token.id, token.scope)
-        level = _subject_level(session, caller, subject, body.resource or caller.cluster or "")
+
+    def read(session: Session, daemon: Caller) -> AuthCheckResult:
+        subject_token, user = auth.verify(session, body.token)
+        subject = Caller(user.id, user.username, subject_token.id, subject_token.scope)
+        level = _subject_level(session, daemon, subject, body.resource or daemon.cluster or "")
         return AuthCheckResult(username=user.username, access_level=level)
+
+    return await db.read(token, read)
