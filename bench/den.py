@@ -53,13 +53,17 @@ def measure(den: DenServer, ops: int) -> dict[str, dict[str, Any]]:
     token = den.add_user("bench")
     config = {"resource_type": "function", "code": "x" * 1000, "env": {"reqs": ["numpy"]}}
     with den.client(token) as http:
-        saves = _timed(ops, lambda i: http.put(f"/v1/resources/bench/bench-{i % NAMES}", json={"config": config}))
+        saves = _timed(
+            ops, lambda i: http.put(f"/v1/resources/bench/bench-{i % NAMES}", json={"config": config})
+        )
         loads = _timed(ops, lambda i: http.get(f"/v1/resources/bench/bench-{i % NAMES}"))
     return {"save": summarize(saves), "load": summarize(loads)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ops", type=int, default=500, help="timed requests per kind (default %(default)s)")
     args = parser.parse_args()
     results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -71,7 +75,9 @@ def main() -> None:
                 results[backend] = measure(den, args.ops)
             finally:
                 den.stop()
-    print(f"| backend | saves/s | save p50 ms | save p99 ms | loads/s | load p50 ms | load p99 ms |  ({args.ops} each)")
+    print(
+        f"| backend | saves/s | save p50 ms | save p99 ms | loads/s | load p50 ms | load p99 ms |  ({args.ops} each)"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for backend, r in results.items():
         s, g = r["save"], r["load"]

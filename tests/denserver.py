@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,14 @@ INSTALL_HINT = (
     "PostgreSQL is not installed, and Den's PostgreSQL tests need its initdb and pg_ctl: install it "
     "(Debian/Ubuntu: apt-get update && apt-get install -y postgresql; CI's .ci/run does this)"
 )
+
+
+_numbers = itertools.count(1)
+
+
+def unique_name(prefix: str) -> str:
+    """A user or resource name no other test in this Den has used: ``prefix`` plus a suffix."""
+    return f"{prefix}{next(_numbers)}-{uuid.uuid4().hex[:6]}"
 
 
 def free_port() -> int:

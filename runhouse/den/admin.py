@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from runhouse.den import auth, registry, usage
 from runhouse.den.db import Database
-from runhouse.den.errors import Conflict, NotFound
+from runhouse.den.errors import Conflict, DenError, NotFound
 from runhouse.den.models import Token, User, utc_now
 from runhouse.den.names import check_username
 
@@ -29,8 +31,14 @@ class Minted:
 
 
 def open_database(db_url: str) -> Database:
+    """The database at ``db_url`` with its schema brought up to date."""
     db = Database(db_url)
-    db.upgrade()
+    try:
+        db.upgrade()
+    except OperationalError as e:
+        db.dispose()
+        shown = make_url(db_url).render_as_string(hide_password=True)
+        raise DenError(f"cannot open the database {shown}: {e.orig}") from e
     return db
 
 

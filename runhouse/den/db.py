@@ -83,7 +83,9 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "postgresql":
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pool_pre_ping: it costs a round trip per transaction. A connection the server dropped
+        # fails one request (503), is discarded by SQLAlchemy, and the next request reconnects.
+        return create_engine(url, pool_size=10, max_overflow=20)
     raise InvalidInput(f"Den supports SQLite and PostgreSQL databases, not {backend!r} ({url!r})")
 
 

@@ -3,14 +3,12 @@ parametrized over both, and ``people`` to make users with tokens quickly."""
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from denserver import DenServer, postgres_url, start_den
+from denserver import DenServer, postgres_url, start_den, unique_name
 
 from runhouse.den import admin
 from runhouse.den.db import Database
@@ -44,11 +42,6 @@ class Person:
 
 
 _databases: dict[str, Database] = {}
-_numbers = itertools.count(1)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{next(_numbers)}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture
@@ -61,7 +54,7 @@ def people(den: DenServer) -> Iterator[Callable[[str], Person]]:
 
     def make(prefix: str) -> Person:
         db = _databases.get(den.db_url) or _databases.setdefault(den.db_url, Database(den.db_url))
-        minted = admin.add_user(db, unique(prefix))
+        minted = admin.add_user(db, unique_name(prefix))
         client = den.client(minted.token)
         clients.append(client)
         return Person(minted.username, minted.token, client)

@@ -11,8 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import unique
-from denserver import DenServer, start_den
+from denserver import DenServer, start_den, unique_name
 from sqlalchemy import create_engine, inspect
 
 import runhouse.den
@@ -53,7 +52,7 @@ def test_start_with_an_unsupported_database_fails_clearly(tmp_path: Path, den_sq
 
 
 def test_user_add_prints_the_token_last_and_refuses_duplicates(den: DenServer) -> None:
-    name = unique("cli-user")
+    name = unique_name("cli-user")
     token = den.add_user(name)
     with den.client(token) as http:
         assert http.get("/v1/me").json() == {"username": name}
@@ -65,7 +64,7 @@ def test_user_add_prints_the_token_last_and_refuses_duplicates(den: DenServer) -
 
 
 def test_token_add_list_and_revoke(den: DenServer) -> None:
-    name = unique("tok-user")
+    name = unique_name("tok-user")
     first = den.add_user(name)
     second = den.cli("token", "add", name, "--name", "ci", "--db", den.db_url).stdout.strip().splitlines()[-1]
     listing = den.cli("token", "list", name, "--db", den.db_url, env={"COLUMNS": "200"}).stdout
