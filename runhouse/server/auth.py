@@ -61,6 +61,31 @@ class GuardMiddleware:
         self._max_body = max_body
         self._hint = token_hint
 
+    def admits_plainly(self, headers: list[tuple[bytes, bytes]], limit: int) -> bool:
+        """Whether a request with these headers passes every check here with nothing to answer:
+        the cluster token itself, a known Host, no Origin, a Content-Length of at most ``limit``.
+
+        The daemon's fast path serves such requests without the ASGI stack; anything else (a Den
+        token, a refusal to explain, a streamed body) goes the long way through :meth:`__call__`."""
+        auth = host = length = None
+        for name, value in headers:
+            if name == b"authorization":
+                auth = value
+            elif name == b"host":
+                host = value
+            elif name == b"content-length":
+                length = value
+            elif name in (b"origin", b"transfer-encoding", b"expect"):
+                return False
+        if auth is None or length is None or not hmac.compare_digest(auth, self._token):
+            return False
+        if self._allowed is not None and (host is None or host not in self._hosts_seen):
+            return False
+        try:
+            return 0 <= int(length) <= min(limit, self._max_body)
+        except ValueError:
+            return False
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import uvicorn
 
-from runhouse.server.app import create_app
+from runhouse.server.app import FIXED_PATHS, create_app
 from runhouse.server.denauth import IDENTITY_FILE, DenAuth, DenIdentity
-from runhouse.server.http import CoalescingHttpToolsProtocol
+from runhouse.server.fastpath import FastCalls, make_protocol
 from runhouse.server.loop import has_uvloop
 from runhouse.settings import Settings
 
@@ -72,7 +72,7 @@ def run_daemon(
         log_level="warning",
         access_log=False,
         loop="uvloop" if has_uvloop() else "asyncio",
-        http=CoalescingHttpToolsProtocol,
+        http=make_protocol(FastCalls(app.daemon_state, app, FIXED_PATHS)),
         lifespan="on",
         timeout_graceful_shutdown=5,
         server_header=False,

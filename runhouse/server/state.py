@@ -43,6 +43,7 @@ class DaemonState:
         self.run_logs: OrderedDict[str, list[str]] = OrderedDict()
         self.running_runs: set[str] = set()
         self.calls_served = 0
+        self.fast_calls = 0  # calls served by the fast path (runhouse.server.fastpath)
         self.last_activity = time.time()
         self.den: Any = None  # a DenAuth when the daemon has a Den identity (den_auth clusters)
         self._starting: dict[str, asyncio.Task[WorkerHandle]] = {}

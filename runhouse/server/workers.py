@@ -35,15 +35,29 @@ START_TIMEOUT_S = 60.0
 class PendingCall:
     """Replies for one request, consumed in order by the route that sent it."""
 
-    __slots__ = ("_items", "_waiter", "started")
+    __slots__ = ("_items", "_waiter", "started", "notify")
 
     def __init__(self) -> None:
         self._items: deque[tuple[Any, Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.started = time.time()
+        # called once, with no arguments, when the first reply arrives (the daemon's fast path)
+        self.notify: Callable[[], None] | None = None
+
+    def first(self) -> tuple[Any, Any]:
+        """The earliest reply not yet taken (there must be one)."""
+        return self._items[0]
+
+    def take(self) -> tuple[Any, Any]:
+        return self._items.popleft()
 
     def push(self, header: Any, body: Any) -> None:
         self._items.append((header, body))
+        notify = self.notify
+        if notify is not None:
+            self.notify = None
+            notify()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

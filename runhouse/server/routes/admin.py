@@ -56,6 +56,7 @@ async def status(request: Request) -> Response:
             "uptime_s": round(time.time() - state.started, 1),
             "daemon_rss_mb": round(me.memory_info().rss / 2**20, 1),
             "calls_served": state.calls_served,
+            "fast_calls": state.fast_calls,
             "idle_s": round(time.time() - state.last_activity, 1),
             "workers": workers,
             "den": state.den.stats() if state.den is not None else None,

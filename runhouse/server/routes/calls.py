@@ -19,6 +19,7 @@ from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, decode_single_frame
 from runhouse.server.registry import Entry
 from runhouse.server.routes.relay import relay
 from runhouse.server.state import DaemonState
+from runhouse.server.workers import PendingCall, WorkerHandle
 
 
 def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
@@ -70,10 +71,24 @@ def _header(scope: Any, name: bytes) -> str:
 
 async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, method: str) -> Any:
     """Parse a call request, submit it to the key's worker; return the ASGI reply to send."""
+    raw = await _read_body(receive) if scope["method"] == "POST" else b""
+    submitted = submit_call(
+        state, scope["method"], _header(scope, b"content-type"), scope["query_string"], raw, key, method
+    )
+    return await relay(state, *submitted)
+
+
+def submit_call(
+    state: DaemonState, http_method: str, content_type: str, query: bytes, raw: bytes, key: str, method: str
+) -> tuple[WorkerHandle, int, PendingCall, str, str | None]:
+    """Parse a call and hand it to the worker holding ``key``.
+
+    Returns ``(worker, call id, pending replies, reply format, run name)``; the format is
+    ``frames``, ``json`` or ``none`` (see :func:`relay`)."""
     entry = state.registry.get(key)
     fmt: str
-    if scope["method"] == "GET":
-        params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    if http_method == "GET":
+        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
         ser = "none"
         options: dict[str, Any] = {
             "stream_logs": False,
@@ -82,9 +97,8 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
         }
         payload: Any = json.dumps({"args": [], "kwargs": params}).encode()
         fmt = "none"
-    elif scope["method"] == "POST":
-        raw = await _read_body(receive)
-        if _header(scope, b"content-type").startswith(FRAMES_CONTENT_TYPE):
+    elif http_method == "POST":
+        if content_type.startswith(FRAMES_CONTENT_TYPE):
             header, payload = decode_single_frame(raw)
             ser = check_serialization(header.get("serialization", "pickle"))
             options = {
@@ -98,7 +112,7 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
             ser, options, payload = _json_call_body(raw)
             fmt = "none" if ser == "none" else "json"
     else:
-        raise BadRequest(f"method {scope['method']} is not allowed here; use GET or POST", 405)
+        raise BadRequest(f"method {http_method} is not allowed here; use GET or POST", 405)
     if options["remote"] and not options.get("run_name"):
         raise BadRequest("remote=True needs a run_name to store the result under", 400)
     worker = state.workers.get(entry.env)
@@ -109,4 +123,4 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
     cid, pending = worker.submit("call", key, method, ser, options, body=payload)
     if options["remote"]:
         state.registry.add(options["run_name"], Entry(env=entry.env, kind="result"))
-    return await relay(state, worker, cid, pending, fmt, options.get("run_name"))
+    return worker, cid, pending, fmt, options.get("run_name")

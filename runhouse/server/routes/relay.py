@@ -34,6 +34,12 @@ def error_response(status: int, error: str, detail: str) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+def error_reply(status: int, error: str, detail: str) -> Reply:
+    """The same error body as :func:`error_response`, as a :class:`Reply`."""
+    body = json.dumps({"error": error, "detail": detail, "status": status}).encode()
+    return Reply([body], "application/json", status)
+
+
 class Reply:
     """A whole reply as a few body parts (a big payload is sent without joining it)."""
 
@@ -124,7 +130,7 @@ def _simple_json(header: Any, body: Any) -> Any:
         return Reply([body or b"null"], "application/json")
     if kind == "error":
         info = header[2]
-        return error_response(
+        return error_reply(
             500, info["type"], info["message"] + ("\n" + info["traceback"] if info["traceback"] else "")
         )
     if kind == "ok":
@@ -133,6 +139,20 @@ def _simple_json(header: Any, body: Any) -> Any:
 
 
 OnFinal = Callable[[Any], None] | None
+
+
+def final_reply(header: Any, body: Any, fmt: str) -> Reply:
+    """The whole response for a call whose first reply is its last (a result, an error, ok)."""
+    status = _status_of(header)
+    if status is not None:
+        info = header[2]
+        return error_reply(status, info["type"].rsplit(".", 1)[-1], info["message"])
+    if fmt == "frames":
+        return Reply(_frame(header, body), FRAMES_CONTENT_TYPE)
+    if fmt == "none":
+        return _simple_json(header, body)
+    code = 500 if header[0] == "error" else 200
+    return Reply([_envelope(header, body)], "application/json", code)
 
 
 async def relay(
@@ -157,16 +177,7 @@ async def relay(
         raise
     if header[0] in FINAL_KINDS:
         worker.forget(cid)
-        status = _status_of(header)
-        if status is not None:
-            info = header[2]
-            return error_response(status, info["type"].rsplit(".", 1)[-1], info["message"])
-        if fmt == "frames":
-            return Reply(_frame(header, body), FRAMES_CONTENT_TYPE)
-        if fmt == "none":
-            return _simple_json(header, body)
-        code = 500 if header[0] == "error" else 200
-        return Reply([_envelope(header, body)], "application/json", code)
+        return final_reply(header, body, fmt)
     if fmt == "none":  # a bare-JSON caller gets only the final value; output is kept for /logs
         while header[0] not in FINAL_KINDS:
             if header[0] == "out" and run_name:

@@ -1,0 +1,272 @@
+"""The daemon's fast path: plain calls served from the HTTP parser's callbacks, without ASGI.
+
+A call (``POST /{key}/{method}``) that carries the cluster token, a known Host, no Origin and a
+small Content-Length is the daemon's whole hot path. For those, the protocol below skips uvicorn's
+per-request machinery (a task, an ASGI scope, receive/send messages, the middleware chain): the
+body is collected as it is parsed, handed to the worker when complete, and when the worker's first
+reply is also its last (a result or an error) the HTTP response is written straight from that
+reply's callback. A call whose first reply is printed output or a generator item continues as a
+task that streams the reply with chunked encoding, through the same relay code as the ASGI path.
+
+Everything else (other routes, Den tokens, refusals, large or chunked bodies, ``Expect``, a
+request pipelined behind an unfinished one) takes uvicorn's normal path, and the two never answer
+out of order: while a fast call is in flight, later requests on the connection queue up exactly as
+uvicorn queues pipelined requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from runhouse.exceptions import RunhouseError, status_for
+from runhouse.protocol.errors import WireError
+from runhouse.server.auth import GuardMiddleware
+from runhouse.server.http import CoalescingHttpToolsProtocol
+from runhouse.server.routes.calls import submit_call
+from runhouse.server.routes.relay import FINAL_KINDS, Reply, error_reply, final_reply, relay
+from runhouse.server.state import DaemonState
+from runhouse.server.workers import PendingCall, WorkerHandle
+
+log = logging.getLogger("runhouse.daemon")
+
+FAST_MAX_BODY = 1 << 20  # bigger request bodies take the normal path (streamed, flow-controlled)
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+class _FastCycle:
+    """Stands in for uvicorn's request cycle while a fast call is in flight, so that requests
+    pipelined behind it wait their turn and a shutdown lets it finish."""
+
+    __slots__ = ("response_complete", "keep_alive", "disconnected", "message_event")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.response_complete = False
+        self.keep_alive = keep_alive
+        self.disconnected = False
+        self.message_event = self  # uvicorn calls .set() on it when the client goes away
+
+    def set(self) -> None:
+        pass
+
+
+class FastCalls:
+    """What the fast path needs from the daemon: its state, its guard and its fixed routes."""
+
+    def __init__(self, state: DaemonState, guard: GuardMiddleware, fixed_paths: frozenset[str]) -> None:
+        self.state = state
+        self.guard = guard
+        self.fixed_paths = fixed_paths
+
+    def route(self, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+        """``(key, method)`` when this request may take the fast path, else None."""
+        path = raw_path.decode("latin-1")
+        if path in self.fixed_paths:
+            return None
+        parts = path.split("/")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            return None
+        if not self.guard.admits_plainly(headers, FAST_MAX_BODY):
+            return None
+        return unquote(parts[1]), unquote(parts[2])
+
+
+def make_protocol(fast: FastCalls) -> type[CoalescingHttpToolsProtocol]:
+    """The daemon's HTTP protocol class, bound to ``fast``."""
+
+    class DaemonHttpProtocol(_FastProtocol):
+        _fast = fast
+
+    return DaemonHttpProtocol
+
+
+class _FastProtocol(CoalescingHttpToolsProtocol):
+    _fast: FastCalls
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._call: tuple[str, str] | None = None  # (key, method) of a fast request being parsed
+        self._body: list[bytes] = []
+        self._fast_cycle: _FastCycle | None = None
+        self._content_type = ""
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._call = None
+
+    def on_headers_complete(self) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.expect_100_continue and self.parser.get_method() == b"POST":
+            parsed = httptools.parse_url(self.url)
+            if not parsed.query:
+                call = self._fast.route(parsed.path, self.headers)
+                if call is not None:
+                    keep_alive = self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive()
+                    self._call, self._body = call, []
+                    self._fast_cycle = _FastCycle(keep_alive)
+                    self.cycle = self._fast_cycle  # type: ignore[assignment]
+                    self._content_type = ""
+                    for name, value in self.headers:
+                        if name == b"content-type":
+                            self._content_type = value.decode("latin-1")
+                    return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._call is not None:
+            self._body.append(body)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        call = self._call
+        if call is None:
+            super().on_message_complete()
+            return
+        self._call = None
+        raw = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        state = self._fast.state
+        state.fast_calls += 1
+        if state.den is not None:
+            state.den.count(state.den.identity.owner, "POST", f"/{call[0]}/{call[1]}")
+        try:
+            worker, cid, pending, fmt, run_name = submit_call(
+                state, "POST", self._content_type, b"", raw, call[0], call[1]
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped to a status by type
+            self._finish(_reply_for(exc))
+            return
+        pending.notify = lambda: self._first_reply(worker, cid, pending, fmt, run_name)
+
+    # -- replies --------------------------------------------------------------------------------
+    def _first_reply(
+        self, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str, run_name: str | None
+    ) -> None:
+        try:
+            header, body = pending.first()
+            if header[0] in FINAL_KINDS:
+                pending.take()
+                worker.forget(cid)
+                self._finish(final_reply(header, body, fmt))
+                return
+            self.loop.create_task(self._stream(worker, cid, pending, fmt, run_name))
+        except Exception as exc:  # noqa: BLE001 - never let a reply problem reach the worker channel
+            log.exception("fast path failed to answer a call")
+            worker.forget(cid)
+            self._finish(_reply_for(exc))
+
+    async def _stream(
+        self, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str, run_name: str | None
+    ) -> None:
+        writer = _ChunkedWriter(self)
+        try:
+            reply = await relay(self._fast.state, worker, cid, pending, fmt, run_name)
+            await reply({}, _no_receive, writer.send)
+        except Exception as exc:  # noqa: BLE001 - the head may be out already: end the connection
+            log.exception("streamed call failed")
+            if writer.started:
+                self.transport.close()
+            else:
+                self._finish(_reply_for(exc))
+            return
+        if not writer.done:
+            self.transport.close()
+
+    def _finish(self, reply: Reply) -> None:
+        """Write a whole response and let the connection go on to its next request."""
+        cycle = self._fast_cycle
+        if cycle is None:
+            return
+        if not self.transport.is_closing():
+            size = sum(len(p) for p in reply.parts)
+            head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
+                reply.status,
+                _REASONS.get(reply.status, b"Unknown"),
+                reply.content_type,
+                size,
+                b"" if cycle.keep_alive else b"connection: close\r\n",
+            )
+            self.transport.write(head)
+            for part in reply.parts:
+                self.transport.write(part)
+        self._complete()
+
+    def _complete(self) -> None:
+        cycle = self._fast_cycle
+        assert cycle is not None
+        self._fast_cycle = None
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # resumes reading, starts a queued request, arms keep-alive
+
+
+class _ChunkedWriter:
+    """A minimal ASGI ``send`` for a streamed fast-path reply: chunked transfer encoding."""
+
+    def __init__(self, protocol: _FastProtocol) -> None:
+        self.protocol = protocol
+        self.started = False
+        self.done = False
+        self._chunked = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        protocol = self.protocol
+        transport = protocol.transport
+        cycle = protocol._fast_cycle
+        if cycle is None:
+            return
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-length":
+                    self._chunked = False
+                lines.append(b"%s: %s\r\n" % (name, value))
+            if self._chunked:
+                lines.append(b"transfer-encoding: chunked\r\n")
+            if not cycle.keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            self.started = True
+            if not transport.is_closing():
+                transport.write(b"".join(lines))
+            return
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if not transport.is_closing():
+            if self._chunked:
+                if body:
+                    transport.write(b"%x\r\n" % len(body))
+                    transport.write(body)
+                    transport.write(b"\r\n")
+                if not more:
+                    transport.write(b"0\r\n\r\n")
+            elif body:
+                transport.write(body)
+        if not more:
+            self.done = True
+            protocol._complete()
+        elif protocol.flow.write_paused:
+            await protocol.flow.drain()
+
+
+async def _no_receive() -> dict[str, Any]:
+    await asyncio.Event().wait()  # a fast call's body is already read; nothing more comes
+    return {"type": "http.disconnect"}
+
+
+def _reply_for(exc: Exception) -> Reply:
+    if isinstance(exc, RunhouseError):
+        return error_reply(status_for(exc), type(exc).__name__, str(exc))
+    if isinstance(exc, WireError):
+        return error_reply(400, "BadRequest", str(exc))
+    log.error("unexpected error in a call", exc_info=exc)
+    return error_reply(500, "ServerError", f"{type(exc).__name__}: {exc}")
