@@ -39,3 +39,23 @@ def test_default_worker_comes_back_after_a_crash(own_cluster):
     with pytest.raises(WorkerDied, match="default_env"):
         die()
     assert rh.function(uf.add).to(c)(3, 4) == 7
+
+
+def test_a_promoted_method_survives_one_pause_but_not_repeated_blocking():
+    from runhouse.server.worker.runtime import _Speed
+
+    speed = _Speed()
+    for _ in range(_Speed.PROMOTE_AFTER):
+        speed.observe_thread(0.0001, streams=False)
+    assert speed.inline
+    speed.observe_inline(0.010)  # the machine paused the worker once: stays inline
+    for _ in range(_Speed.STRIKE_WINDOW):
+        speed.observe_inline(0.0001)
+    speed.observe_inline(0.010)
+    speed.observe_inline(0.010)  # two strikes, the first forgotten after a window of fast runs
+    assert speed.inline
+    speed.observe_inline(0.010)  # the third within the window: it blocks, back to the pool for good
+    assert not speed.inline and speed.demoted
+    for _ in range(100):
+        speed.observe_thread(0.0001, streams=False)
+    assert not speed.inline

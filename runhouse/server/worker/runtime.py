@@ -318,20 +318,26 @@ class _Speed:
     """How quickly one method has run, to decide whether it may run on the loop thread.
 
     A sync method runs in the thread pool until it has finished ``PROMOTE_AFTER`` times in a row
-    in under ``FAST_S``; then it runs inline, which saves two thread switches per call. One inline
-    run slower than ``SLOW_S`` (or a generator or awaitable result) sends it back to the pool for
-    good, so a method that can block holds up other calls at most once.
+    in under ``FAST_S``; then it runs inline, which saves two thread switches per call. An inline
+    run slower than ``SLOW_S`` is a strike; ``STRIKES`` strikes within ``STRIKE_WINDOW`` inline
+    runs (or a generator or awaitable result) send it back to the pool for good. So a method that
+    blocks holds up other calls at most a few times, while one that is fast but once in a long
+    while is descheduled by a busy machine (a pause of a few ms) keeps its place.
     """
 
     PROMOTE_AFTER = 16
     FAST_S = 0.0005
     SLOW_S = 0.002
-    __slots__ = ("inline", "streak", "demoted")
+    STRIKES = 3
+    STRIKE_WINDOW = 1000
+    __slots__ = ("inline", "streak", "demoted", "strikes", "since_strike")
 
     def __init__(self) -> None:
         self.inline = False
         self.streak = 0
         self.demoted = False
+        self.strikes = 0
+        self.since_strike = 0
 
     def observe_thread(self, seconds: float, streams: bool) -> None:
         if self.demoted or streams or seconds > self.FAST_S:
@@ -343,7 +349,15 @@ class _Speed:
             self.inline = True
 
     def observe_inline(self, seconds: float) -> None:
-        if seconds > self.SLOW_S:
+        if seconds <= self.SLOW_S:
+            if self.strikes:
+                self.since_strike += 1
+                if self.since_strike >= self.STRIKE_WINDOW:
+                    self.strikes = self.since_strike = 0
+            return
+        self.strikes += 1
+        self.since_strike = 0
+        if self.strikes >= self.STRIKES:
             self.demote()
 
     def demote(self) -> None:
