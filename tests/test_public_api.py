@@ -100,3 +100,16 @@ def test_only_settings_reads_the_environment():
             continue
         source = path.read_text()
         assert "os.environ.get(" not in source and "os.getenv(" not in source, path
+
+
+def test_daemon_start_does_not_load_client_or_den_libraries():
+    """The daemon's start-up time is part of `runhouse start` to first call: keep heavy imports out."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runhouse.server.daemon, runhouse.server.fastpath\n"
+        "print(sorted(m for m in ('httpx', 'fastapi', 'sqlalchemy', 'cryptography', 'asyncssh') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -20,9 +20,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported when a daemon first talks to Den (it costs ~0.1 s at start)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class DenAuth:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(
                 base_url=self.identity.url,
                 headers={"Authorization": f"Bearer {self.identity.token}"},
@@ -154,6 +157,8 @@ class DenAuth:
     async def _ask(self, token: bytes, resource: str) -> tuple[str, str]:
         self.den_lookups += 1
         body = {"token": token.decode("latin-1"), "resource": resource}
+        import httpx
+
         try:
             reply = await self._client().post("/v1/auth/check", json=body)
         except httpx.HTTPError as e:
@@ -222,6 +227,8 @@ class DenAuth:
         ]
         client = self._client()
         owner, name = self.identity.cluster.split("/")[1:]
+        import httpx
+
         try:
             for start in range(0, len(events), 1000):
                 reply = await client.post("/v1/events", json={"events": events[start : start + 1000]})
