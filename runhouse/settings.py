@@ -17,6 +17,7 @@ import yaml
 from runhouse.exceptions import ConfigError
 
 DEFAULT_PORT = 32300
+DEFAULT_DEN_URL = "http://127.0.0.1:8420"  # where `runhouse login` looks when no Den URL is given
 
 
 @dataclass(frozen=True)

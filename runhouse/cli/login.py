@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from runhouse.client import login as login_mod
 from runhouse.exceptions import RunhouseError
-from runhouse.settings import load_settings
+from runhouse.settings import DEFAULT_DEN_URL, load_settings
 
 console = Console()
 err = Console(stderr=True)
@@ -18,10 +17,12 @@ def login(
         None, "--token", help="Your Den token (prompted for, hidden, when not given and RH_TOKEN is unset)."
     ),
     den_url: str | None = typer.Option(
-        None, "--den-url", help=f"Den's address (default: the saved one, else {login_mod.DEFAULT_DEN_URL})."
+        None, "--den-url", help=f"Den's address (default: the saved one, else {DEFAULT_DEN_URL})."
     ),
 ) -> None:
     """Log in to Den: check the token and save it in $RH_HOME/config.yaml (mode 0600)."""
+    from runhouse.client import login as login_mod
+
     token = token or load_settings().token or typer.prompt("Den token", hide_input=True)
     try:
         username = login_mod.login(token=token, den_url=den_url)
@@ -33,12 +34,16 @@ def login(
 
 def logout() -> None:
     """Forget the saved Den token."""
+    from runhouse.client import login as login_mod
+
     had = login_mod.logout()
     console.print("Logged out." if had else "Not logged in; nothing to forget.")
 
 
 def whoami() -> None:
     """Show the Den user and URL this client uses."""
+    from runhouse.client import login as login_mod
+
     me = login_mod.whoami()
     if not me:
         console.print("Not logged in (run `runhouse login`).")

@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runhouse.client.daemon_client import DaemonClient
-from runhouse.client.transport import Endpoint
 from runhouse.compute import local
 from runhouse.exceptions import RunhouseError
 from runhouse.settings import load_settings
@@ -105,6 +103,9 @@ def status(port: int | None = PortOption) -> None:
     if local.ping("127.0.0.1", port) is None:
         console.print(f"No daemon is answering on port {port}. Start one with `runhouse start`.")
         raise typer.Exit(1)
+    from runhouse.client.daemon_client import DaemonClient  # here: `runhouse start` does not need it
+    from runhouse.client.transport import Endpoint
+
     client = DaemonClient(Endpoint("127.0.0.1", port), local.read_token(settings, port))
     try:
         info = client.status()

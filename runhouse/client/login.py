@@ -15,9 +15,7 @@ from typing import Any
 
 from runhouse.client.den import DenClient
 from runhouse.exceptions import ConfigError
-from runhouse.settings import load_settings, update_config_file
-
-DEFAULT_DEN_URL = "http://127.0.0.1:8420"
+from runhouse.settings import DEFAULT_DEN_URL, load_settings, update_config_file
 
 
 def login(token: str | None = None, den_url: str | None = None) -> str:
