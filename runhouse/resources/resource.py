@@ -33,6 +33,7 @@ class Resource:
     """
 
     RESOURCE_TYPE: ClassVar[str] = "resource"
+    STORED_AS_SECRET: ClassVar[bool] = False  # kept in the local store's 0600 secrets folder
     _registry: ClassVar[dict[str, type[Resource]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -118,7 +119,7 @@ class Resource:
         settings = load_settings()
         address = den_address(target, settings)
         if address is None:
-            LocalStore(settings).delete(local_name(target))
+            LocalStore(settings).delete(local_name(target), secret=self.STORED_AS_SECRET)
         else:
             den_client(settings).delete_resource(*address.split("/")[1:])
         self.rns_address = None

@@ -43,6 +43,7 @@ PROVIDERS: dict[str, dict[str, Any]] = {
 
 class Secret(Resource):
     RESOURCE_TYPE = "secret"
+    STORED_AS_SECRET = True
 
     def __init__(
         self, name: str | None = None, values: dict[str, str] | None = None, provider: str | None = None
@@ -93,18 +94,6 @@ class Secret(Resource):
         if visibility is not None:
             client.set_visibility(owner, short, visibility)
         return self
-
-    def delete_configs(self) -> None:
-        target = self.rns_address or self.name
-        if not target:
-            return
-        settings = load_settings()
-        address = den_address(target, settings)
-        if address is None:
-            LocalStore(settings).delete(local_name(target), secret=True)
-        else:
-            den_client(settings).delete_resource(*address.split("/")[1:])
-        self.rns_address = None
 
     def to(
         self, system: Any, env: Any = None, method: str | None = None, path: str | None = None

@@ -17,12 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runhouse.exceptions import RunhouseError, status_for
-from runhouse.protocol.errors import WireError
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.denauth import DenAuth
 from runhouse.server.routes import admin, calls, envs, folders, objects
-from runhouse.server.routes.relay import error_response
+from runhouse.server.routes.relay import reply_for_error
 from runhouse.server.state import DaemonState
 from runhouse.settings import Settings
 
@@ -50,7 +48,8 @@ FIXED_PATHS = frozenset(route.path for route in ROUTES)
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
-    return _error_reply(exc)
+    reply = reply_for_error(exc)
+    return Response(b"".join(reply.parts), status_code=reply.status, media_type=reply.content_type.decode())
 
 
 class CallDispatcher:
@@ -74,19 +73,10 @@ class CallDispatcher:
                         self.state, scope, receive, unquote(parts[1]), unquote(parts[2])
                     )
                 except Exception as exc:  # noqa: BLE001 - mapped to a status by type
-                    reply = _error_reply(exc)
+                    reply = reply_for_error(exc)
                 await reply(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def _error_reply(exc: Exception) -> Response:
-    if isinstance(exc, RunhouseError):
-        return error_response(status_for(exc), type(exc).__name__, str(exc))
-    if isinstance(exc, WireError):
-        return error_response(400, "BadRequest", str(exc))
-    log.error("unexpected error in a call", exc_info=exc)
-    return error_response(500, "ServerError", f"{type(exc).__name__}: {exc}")
 
 
 def create_app(

@@ -24,12 +24,10 @@ from urllib.parse import unquote
 
 import httptools
 
-from runhouse.exceptions import RunhouseError, status_for
-from runhouse.protocol.errors import WireError
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.http import CoalescingHttpToolsProtocol
 from runhouse.server.routes.calls import submit_call
-from runhouse.server.routes.relay import FINAL_KINDS, Reply, error_reply, final_reply, relay
+from runhouse.server.routes.relay import FINAL_KINDS, Reply, final_reply, relay, reply_for_error
 from runhouse.server.state import DaemonState
 from runhouse.server.workers import PendingCall, WorkerHandle
 
@@ -141,7 +139,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
                 state, "POST", self._content_type, b"", raw, call[0], call[1]
             )
         except Exception as exc:  # noqa: BLE001 - mapped to a status by type
-            self._finish(_reply_for(exc))
+            self._finish(reply_for_error(exc))
             return
         pending.notify = lambda: self._first_reply(worker, cid, pending, fmt, run_name)
 
@@ -160,7 +158,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         except Exception as exc:  # noqa: BLE001 - never let a reply problem reach the worker channel
             log.exception("fast path failed to answer a call")
             worker.forget(cid)
-            self._finish(_reply_for(exc))
+            self._finish(reply_for_error(exc))
 
     async def _stream(
         self, worker: WorkerHandle, cid: int, pending: PendingCall, fmt: str, run_name: str | None
@@ -174,7 +172,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
             if writer.started:
                 self.transport.close()
             else:
-                self._finish(_reply_for(exc))
+                self._finish(reply_for_error(exc))
             return
         if not writer.done:
             self.transport.close()
@@ -261,12 +259,3 @@ class _ChunkedWriter:
 async def _no_receive() -> dict[str, Any]:
     await asyncio.Event().wait()  # a fast call's body is already read; nothing more comes
     return {"type": "http.disconnect"}
-
-
-def _reply_for(exc: Exception) -> Reply:
-    if isinstance(exc, RunhouseError):
-        return error_reply(status_for(exc), type(exc).__name__, str(exc))
-    if isinstance(exc, WireError):
-        return error_reply(400, "BadRequest", str(exc))
-    log.error("unexpected error in a call", exc_info=exc)
-    return error_reply(500, "ServerError", f"{type(exc).__name__}: {exc}")

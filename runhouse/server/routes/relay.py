@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
 
+from runhouse.exceptions import RunhouseError, status_for
+from runhouse.protocol.errors import WireError
 from runhouse.protocol.wire import (
     FRAMES_CONTENT_TYPE,
     NDJSON_CONTENT_TYPE,
@@ -26,6 +29,7 @@ from runhouse.protocol.wire import (
 from runhouse.server.state import DaemonState
 from runhouse.server.workers import PendingCall, WorkerHandle
 
+log = logging.getLogger("runhouse.daemon")
 FINAL_KINDS = frozenset({"result", "error", "end", "ok"})
 
 
@@ -38,6 +42,17 @@ def error_reply(status: int, error: str, detail: str) -> Reply:
     """The same error body as :func:`error_response`, as a :class:`Reply`."""
     body = json.dumps({"error": error, "detail": detail, "status": status}).encode()
     return Reply([body], "application/json", status)
+
+
+def reply_for_error(exc: Exception) -> Reply:
+    """The response for an exception raised while handling a call: our errors and wire errors by
+    type (4xx mostly), anything else a logged 500."""
+    if isinstance(exc, RunhouseError):
+        return error_reply(status_for(exc), type(exc).__name__, str(exc))
+    if isinstance(exc, WireError):
+        return error_reply(400, "BadRequest", str(exc))
+    log.error("unexpected error in a call", exc_info=exc)
+    return error_reply(500, "ServerError", f"{type(exc).__name__}: {exc}")
 
 
 class Reply:
