@@ -38,9 +38,8 @@ def _cluster(hosts, index=0, **kwargs):
     # test runner's (a real host would get them from the package index during the install step).
     kwargs.setdefault("python", sys.executable)
     kwargs.setdefault("server_port", free_port())
-    return rh.cluster(
-        name=f"lab{index}", host=[hosts.hosts[index].address], ssh_creds=_creds(hosts), **kwargs
-    )
+    kwargs.setdefault("name", f"lab{index}")
+    return rh.cluster(host=[hosts.hosts[index].address], ssh_creds=_creds(hosts), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -440,4 +439,47 @@ def test_ssh_creds_from_a_den_secret_for_a_granted_user(hosts, lab, tmp_path_fac
         ).save()
         assert "sum 42" in as_bob().stdout
     finally:
+        den.stop()
+
+
+def test_den_auth_on_an_ssh_cluster(hosts, tmp_path_factory, monkeypatch):
+    """The daemon on an SSH host gets its own Den identity and asks Den (across the network)
+    about callers who present Den-issued tokens through the tunnel."""
+    host = hosts.hosts[1]
+    data = tmp_path_factory.mktemp("den-net")
+    port = free_port()
+    db = f"sqlite:///{data / 'den.sqlite'}"
+    subprocess.run(
+        [sys.executable, "-m", "runhouse.cli", "den", "start", "--host", host.gateway, "--port", str(port),
+         "--db", db, "--data-dir", str(data)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    den = denserver.DenServer(f"http://{host.gateway}:{port}", db, data, dict(os.environ))
+    cluster = None
+    try:
+        tokens = {name: den.add_user(name) for name in ("alice", "bob", "carol")}
+        monkeypatch.setenv("RH_TOKEN", tokens["alice"])
+        monkeypatch.setenv("RH_DEN_URL", den.url)
+        cluster = _cluster(hosts, 1, name="den-ssh", den_auth=True)
+        cluster.up()
+        assert cluster.rns_address == "/alice/den-ssh"
+        assert rh.function(uf.add).to(cluster, name="guarded_add")(2, 2) == 4  # the owner's cluster token
+        cluster.share("carol", access_level="read")
+        from runhouse.client.daemon_client import DaemonClient
+        from runhouse.client.den import DenClient
+        from runhouse.protocol.wire import CallOptions
+
+        endpoint = cluster._remote.endpoint()  # the SSH tunnel to the daemon
+        as_user = {
+            name: DaemonClient(endpoint, DenClient(den.url, tokens[name]).cluster_token("/alice/den-ssh"))
+            for name in ("bob", "carol")
+        }
+        assert as_user["carol"].call("guarded_add", "call", (20, 22), {}, CallOptions()) == 42
+        with pytest.raises(rh.AuthError, match="bob") as refused:
+            as_user["bob"].call("guarded_add", "call", (1, 1), {}, CallOptions())
+        assert refused.value.status == 403
+        assert cluster.status()["den"]["den_lookups"] >= 2
+    finally:
+        if cluster is not None:
+            cluster.teardown()
         den.stop()
