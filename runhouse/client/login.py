@@ -50,4 +50,11 @@ def whoami() -> dict[str, Any]:
     settings = load_settings()
     if not settings.logged_in:
         return {}
-    return {"den_url": settings.den_url, "username": settings.username}
+    username = settings.username
+    if not username:  # logged in through RH_TOKEN / RH_DEN_URL: ask Den
+        client = DenClient(str(settings.den_url), settings.token)
+        try:
+            username = client.me()
+        finally:
+            client.close()
+    return {"den_url": settings.den_url, "username": username}

@@ -108,6 +108,8 @@ def test_cli_login_whoami_logout(den, tmp_path):
     assert "bob at " + den.url in cli("whoami").stdout
     assert cli("logout").returncode == 0
     assert cli("whoami").returncode == 1
+    env.update(RH_TOKEN=den.tokens["carol"], RH_DEN_URL=den.url)  # logged in through the environment
+    assert "carol at " + den.url in cli("whoami").stdout
 
 
 def test_save_load_history_and_visibility(den, homes, alice, cluster):
