@@ -72,9 +72,17 @@ def stop(port: int | None = PortOption) -> None:
 
 
 def restart(port: int | None = PortOption, host: str | None = HostOption) -> None:
-    """Stop the daemon (its objects are lost) and start a fresh one."""
+    """Stop the daemon (its objects are lost) and start a fresh one, with the options it had."""
+    before = local.start_options(load_settings(), _port(port))
     stop(port)
-    start(port, host, tls=False, autostop_mins=None, den_auth=False)
+    autostop = before.get("autostop_mins")
+    start(
+        port,
+        host or (str(before["host"]) if before.get("host") else None),
+        tls=bool(before.get("tls")),
+        autostop_mins=float(autostop) if isinstance(autostop, (int, float)) else None,
+        den_auth=bool(before.get("den_auth")),
+    )
 
 
 def _status_table(info: dict[str, Any]) -> Table:

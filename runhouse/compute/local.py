@@ -42,15 +42,31 @@ def daemon_environ(settings: Settings, extra_env: dict[str, str] | None = None) 
     return env
 
 
+OPTIONS_FILE = "options.json"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def start_options(settings: Settings, port: int) -> dict[str, object]:
+    """How the daemon on ``port`` was last started (host, tls, autostop_mins, den_auth), or {}."""
+    try:
+        loaded = json.loads((settings.daemon_dir(port) / OPTIONS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def write_den_identity(settings: Settings, port: int, den_url: str, cluster: str, token: str) -> Path:
     """Give the daemon on ``port`` its Den identity (``den.json``, mode 0600): Den's URL, the
     cluster's Den name and the daemon token Den issued for it."""
     folder = settings.daemon_dir(port)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / "den.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"den_url": den_url, "cluster": cluster, "token": token}, f)
+    _write_private(path, json.dumps({"den_url": den_url, "cluster": cluster, "token": token}))
     return path
 
 
@@ -166,6 +182,8 @@ def start_daemon(
                 f"Last lines of {log_path(settings, port)}:\n{_log_tail(settings, port)}"
             )
         if ping(host, port, timeout=0.5, tls=tls) and daemon_pid(settings, port) == proc.pid:
+            options = {"host": host, "tls": tls, "autostop_mins": autostop_mins, "den_auth": den_auth}
+            _write_private(folder / OPTIONS_FILE, json.dumps(options))
             return proc.pid
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)

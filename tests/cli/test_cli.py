@@ -54,3 +54,18 @@ def test_start_reports_a_port_in_use(rh_home):
         out = run_cli("start", "--port", port)
     assert out.returncode == 1
     assert "Could not start the daemon" in out.stderr and "exited" in out.stderr
+
+
+def test_restart_keeps_the_options_the_daemon_was_started_with(rh_home):
+    from runhouse.compute import local
+    from runhouse.settings import load_settings
+
+    port = free_port()
+    assert run_cli("start", "--port", str(port), "--tls", "--autostop-mins", "30").returncode == 0
+    try:
+        restarted = run_cli("restart", "--port", str(port))
+        assert restarted.returncode == 0, restarted.stderr
+        assert local.ping("127.0.0.1", port, tls=True) is not None  # still HTTPS after the restart
+        assert local.start_options(load_settings(), port)["autostop_mins"] == 30
+    finally:
+        run_cli("stop", "--port", str(port))
