@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 if TYPE_CHECKING:  # httpx is imported when a daemon first talks to Den (it costs ~0.1 s at start)
     import httpx
@@ -173,6 +174,24 @@ class DenAuth:
         data = reply.json()
         return str(data["username"]), str(data["access_level"])
 
+    def cached_caller(self, token: bytes, method: str, path: str) -> str | None:
+        """:meth:`authorize` answered from the cache alone: the username if a fresh cached answer
+        allows the request, else None (the caller then takes the path that asks Den)."""
+        raw = token[7:] if token[:7].lower() == b"bearer " else token
+        now = time.monotonic()
+        need = LEVELS[needed_level(method, path)]
+        hit = self._cache.get((raw, self.identity.cluster))
+        if hit is None or hit[0] <= now:
+            return None
+        if LEVELS.get(hit[2], 0) < need:
+            if not _is_call(path):
+                return None
+            own = self._cache.get((raw, f"/{self.identity.owner}/{unquote(path.split('/')[1])}"))
+            if own is None or own[0] <= now or LEVELS.get(own[2], 0) < LEVELS["read"]:
+                return None
+        self.cache_hits += 1
+        return hit[1]
+
     async def authorize(self, token: bytes, method: str, path: str) -> str:
         """The caller's username if they may make this request; raises :class:`Denied` otherwise."""
         raw = token[7:] if token[:7].lower() == b"bearer " else token
@@ -182,7 +201,7 @@ class DenAuth:
         if LEVELS.get(level, 0) >= LEVELS[need]:
             return user
         if _is_call(path):  # a call: the object's own Den resource may allow it
-            resource = f"/{self.identity.owner}/{path.split('/')[1]}"
+            resource = f"/{self.identity.owner}/{unquote(path.split('/')[1])}"
             _, own_level = await self.level(raw, resource)
             if LEVELS.get(own_level, 0) >= LEVELS["read"]:
                 return user
@@ -199,7 +218,7 @@ class DenAuth:
 
     def count(self, user: str, method: str, path: str) -> None:
         if _is_call(path):
-            self.usage[(user, "call", path.split("/")[1])] += 1
+            self.usage[(user, "call", unquote(path.split("/")[1]))] += 1
         elif path == "/resource" and method == "POST":
             self.usage[(user, "deploy", "")] += 1
 

@@ -61,17 +61,18 @@ class FastCalls:
         self.guard = guard
         self.fixed_paths = fixed_paths
 
-    def route(self, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
-        """``(key, method)`` when this request may take the fast path, else None."""
+    def route(self, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str] | None:
+        """``(key, method, caller)`` when this request may take the fast path, else None."""
         path = raw_path.decode("latin-1")
         if path in self.fixed_paths:
             return None
         parts = path.split("/")
         if len(parts) != 3 or not parts[1] or not parts[2]:
             return None
-        if not self.guard.admits_plainly(headers, FAST_MAX_BODY):
+        caller = self.guard.fast_caller(headers, FAST_MAX_BODY, path)
+        if caller is None:
             return None
-        return unquote(parts[1]), unquote(parts[2])
+        return unquote(parts[1]), unquote(parts[2]), caller
 
 
 def make_protocol(fast: FastCalls) -> type[CoalescingHttpToolsProtocol]:
@@ -88,7 +89,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._call: tuple[str, str] | None = None  # (key, method) of a fast request being parsed
+        self._call: tuple[str, str, str] | None = None  # (key, method, caller) of a fast request
         self._body: list[bytes] = []
         self._fast_cycle: _FastCycle | None = None
         self._content_type = ""
@@ -133,7 +134,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         state = self._fast.state
         state.fast_calls += 1
         if state.den is not None:
-            state.den.count(state.den.identity.owner, "POST", f"/{call[0]}/{call[1]}")
+            state.den.count(call[2], "POST", f"/{call[0]}/{call[1]}")
         try:
             worker, cid, pending, fmt, run_name = submit_call(
                 state, "POST", self._content_type, b"", raw, call[0], call[1]
