@@ -78,7 +78,7 @@ class Resource:
         return cls(name=config.get("name"))
 
     # -- saving by name: "~/name" in the local store, "/owner/name" in Den -------------------------
-    def save(self, name: str | None = None, visibility: str | None = None) -> Resource:
+    def save(self: R, name: str | None = None, visibility: str | None = None) -> R:
         """Save this resource's config by name.
 
         Logged in to Den (``runhouse login``), a plain name saves to ``/<you>/<name>`` in Den and
@@ -99,7 +99,7 @@ class Resource:
             if self.name is None:
                 self.name = key
             self.rns_address = f"~/{key}"
-            LocalStore(settings).save(key, self.config())
+            LocalStore(settings).save(key, self._local_record(), secret=self.STORED_AS_SECRET)
             return self
         owner, short = address.split("/")[1:]
         if self.name is None:
@@ -107,6 +107,9 @@ class Resource:
         self.rns_address = address
         self._save_to_den(owner, short, visibility)
         return self
+
+    def _local_record(self) -> dict[str, Any]:
+        return self.config()
 
     def _save_to_den(self, owner: str, name: str, visibility: str | None) -> None:
         den_client(load_settings()).put_resource(owner, name, self.config(), visibility)

@@ -72,28 +72,15 @@ class Secret(Resource):
         unsaved._key_names = tuple(str(k) for k in config.get("keys") or ())
         return unsaved
 
-    def save(self, name: str | None = None, visibility: str | None = None) -> Secret:
-        """Save the secret: to Den's vault (encrypted) when logged in or named ``/owner/name``, else
-        to this machine's store (a 0600 file)."""
-        target = name if name is not None else (self.rns_address or self.name)
-        if not target:
-            raise ConfigError("give the secret a name to save it: .save(name='...')")
-        settings = load_settings()
-        address = den_address(target, settings)
-        if address is None:
-            key = local_name(target)
-            self.name = self.name or key
-            self.rns_address = f"~/{key}"
-            LocalStore(settings).save(key, {"config": self.config(), "values": self.values}, secret=True)
-            return self
-        owner, short = address.split("/")[1:]
-        self.name = self.name or short
-        self.rns_address = address
-        client = den_client(settings)
-        client.put_secret(owner, short, self.values, self.provider)
+    def _local_record(self) -> dict[str, Any]:
+        return {"config": self.config(), "values": self.values}  # a 0600 file in the secrets folder
+
+    def _save_to_den(self, owner: str, name: str, visibility: str | None) -> None:
+        """Into Den's vault, encrypted; the values never go into a resource config."""
+        client = den_client(load_settings())
+        client.put_secret(owner, name, self.values, self.provider)
         if visibility is not None:
-            client.set_visibility(owner, short, visibility)
-        return self
+            client.set_visibility(owner, name, visibility)
 
     def to(
         self, system: Any, env: Any = None, method: str | None = None, path: str | None = None

@@ -95,6 +95,8 @@ def create_app(
     state = DaemonState(settings, port)
     state.autostop_mins = autostop_mins
     state.den = den
+    if den is not None:
+        den.fixed_paths = FIXED_PATHS
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

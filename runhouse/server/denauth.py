@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # httpx is imported when a daemon first talks to Den (it cost
 log = logging.getLogger(__name__)
 
 LEVELS = {"none": 0, "read": 1, "write": 2}
-# Daemon routes that only read; every other fixed route changes the cluster and needs write.
+# Daemon routes that only read; every other fixed route (the app's table, given to DenAuth as
+# ``fixed_paths``) changes the cluster and needs write.
 READ_ROUTES = frozenset(
     {
         ("GET", "/status"),
@@ -39,20 +40,6 @@ READ_ROUTES = frozenset(
         ("GET", "/envs"),
         ("POST", "/logs"),
     }
-)
-FIXED_ROUTES = frozenset(
-    {
-        "/status",
-        "/keys",
-        "/object",
-        "/rename",
-        "/delete_object",
-        "/resource",
-        "/envs",
-        "/create_env",
-        "/kill_env",
-    }
-    | {"/logs", "/run_bash", "/folder/sync", "/folder/upload"}
 )
 IDENTITY_FILE = "den.json"
 
@@ -85,20 +72,6 @@ class Denied(Exception):
         self.detail = detail
 
 
-def needed_level(method: str, path: str) -> str:
-    """``read`` or ``write``: what a request needs on the cluster. Calls (``/{key}/{method}``) read."""
-    if (method, path) in READ_ROUTES:
-        return "read"
-    if path not in FIXED_ROUTES and _is_call(path):
-        return "read"
-    return "write"
-
-
-def _is_call(path: str) -> bool:
-    parts = path.split("/")
-    return len(parts) == 3 and bool(parts[1]) and bool(parts[2]) and path not in FIXED_ROUTES
-
-
 class DenAuth:
     """Checks callers with Den (cached), counts their calls, and heartbeats to Den."""
 
@@ -112,6 +85,18 @@ class DenAuth:
         self.cache_hits = 0
         self.den_lookups = 0
         self.usage: Counter[tuple[str, str, str]] = Counter()  # (user, kind, key) -> count
+        # the daemon's own routes (set by create_app): any other /{key}/{method} is a call
+        self.fixed_paths: frozenset[str] = frozenset()
+
+    def needed_level(self, method: str, path: str) -> str:
+        """``read`` or ``write``: what a request needs on the cluster. Calls (``/{key}/{method}``) read."""
+        if (method, path) in READ_ROUTES or self.is_call(path):
+            return "read"
+        return "write"
+
+    def is_call(self, path: str) -> bool:
+        parts = path.split("/")
+        return len(parts) == 3 and bool(parts[1]) and bool(parts[2]) and path not in self.fixed_paths
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -179,12 +164,12 @@ class DenAuth:
         allows the request, else None (the caller then takes the path that asks Den)."""
         raw = token[7:] if token[:7].lower() == b"bearer " else token
         now = time.monotonic()
-        need = LEVELS[needed_level(method, path)]
+        need = LEVELS[self.needed_level(method, path)]
         hit = self._cache.get((raw, self.identity.cluster))
         if hit is None or hit[0] <= now:
             return None
         if LEVELS.get(hit[2], 0) < need:
-            if not _is_call(path):
+            if not self.is_call(path):
                 return None
             own = self._cache.get((raw, f"/{self.identity.owner}/{unquote(path.split('/')[1])}"))
             if own is None or own[0] <= now or LEVELS.get(own[2], 0) < LEVELS["read"]:
@@ -195,12 +180,12 @@ class DenAuth:
     async def authorize(self, token: bytes, method: str, path: str) -> str:
         """The caller's username if they may make this request; raises :class:`Denied` otherwise."""
         raw = token[7:] if token[:7].lower() == b"bearer " else token
-        need = needed_level(method, path)
+        need = self.needed_level(method, path)
         cluster = self.identity.cluster
         user, level = await self.level(raw, cluster)
         if LEVELS.get(level, 0) >= LEVELS[need]:
             return user
-        if _is_call(path):  # a call: the object's own Den resource may allow it
+        if self.is_call(path):  # a call: the object's own Den resource may allow it
             resource = f"/{self.identity.owner}/{unquote(path.split('/')[1])}"
             _, own_level = await self.level(raw, resource)
             if LEVELS.get(own_level, 0) >= LEVELS["read"]:
@@ -217,7 +202,7 @@ class DenAuth:
         )
 
     def count(self, user: str, method: str, path: str) -> None:
-        if _is_call(path):
+        if self.is_call(path):
             self.usage[(user, "call", unquote(path.split("/")[1]))] += 1
         elif path == "/resource" and method == "POST":
             self.usage[(user, "deploy", "")] += 1
