@@ -39,19 +39,27 @@ class SSHError(ConnectionError_):
 
 
 class ServerError(RunhouseError):
-    """The daemon rejected a request. ``status`` is the HTTP status it answered with."""
+    """The daemon rejected a request. ``status`` is the HTTP status it answered with; each class
+    has a default, and a status given when raising wins (``BadRequest("...", 409)``)."""
 
-    def __init__(self, message: str, status: int = 500) -> None:
+    default_status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.default_status if status is None else status
 
 
 class AuthError(ServerError):
-    """The request carried no token, or a token the daemon does not accept."""
+    """The request carried no token, or a token the daemon does not accept (401), or the caller
+    may not do this (403)."""
+
+    default_status = 401
 
 
 class ObjectNotFound(ServerError, KeyError):
     """No object with the requested key lives on the cluster."""
+
+    default_status = 404
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
@@ -59,6 +67,8 @@ class ObjectNotFound(ServerError, KeyError):
 
 class BadRequest(ServerError):
     """The request was malformed: bad JSON, unknown serialization, unknown method, ..."""
+
+    default_status = 400
 
 
 class WorkerDied(RunhouseError):
@@ -90,11 +100,8 @@ class RemoteException(RunhouseError):
         return text
 
 
-# Status codes for errors the daemon raises, looked up by class (most specific first).
+# Status codes for our errors that carry none of their own, looked up by class.
 STATUS_BY_ERROR: tuple[tuple[type[RunhouseError], int], ...] = (
-    (AuthError, 401),
-    (ObjectNotFound, 404),
-    (BadRequest, 400),
     (ConfigError, 400),
     (WorkerDied, 503),
     (EnvSetupError, 422),
@@ -102,12 +109,13 @@ STATUS_BY_ERROR: tuple[tuple[type[RunhouseError], int], ...] = (
 
 
 def status_for(exc: BaseException) -> int:
-    """The HTTP status the daemon answers with for one of our own errors."""
+    """The HTTP status the daemon answers with for one of our own errors: a
+    :class:`ServerError`'s own ``status``, else the class's entry in :data:`STATUS_BY_ERROR`."""
+    if isinstance(exc, ServerError):
+        return exc.status
     for cls, status in STATUS_BY_ERROR:
         if isinstance(exc, cls):
             return status
-    if isinstance(exc, ServerError):
-        return exc.status
     return 500
 
 

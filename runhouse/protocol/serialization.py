@@ -150,7 +150,14 @@ def deserialize(data: bytes | bytearray | memoryview, serialization: str, shm: P
     check_serialization(serialization)
     if not data:
         return None
+    return loads_json(bytes(data) if isinstance(data, memoryview) else data, "payload")
+
+
+def loads_json(raw: bytes | bytearray | str, what: str) -> Any:
+    """``json.loads`` for bytes from outside: every way it can fail (bad UTF-8 or syntax, nesting
+    past the recursion limit, integers past Python's digit limit) is a :class:`WireError`."""
     try:
-        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WireError(f"payload is not valid JSON: {e}") from e
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise WireError(f"{what} is not valid JSON: {reason}") from None

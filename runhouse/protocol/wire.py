@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runhouse.protocol.errors import WireError
+from runhouse.protocol.serialization import loads_json
 
 PROTOCOL_VERSION = 1
 FRAMES_CONTENT_TYPE = "application/vnd.rh.frames"
@@ -136,14 +137,11 @@ def _parse_header(raw: bytes | memoryview) -> dict[str, Any]:
 
 
 def _parse_new_header(raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WireError(f"frame header is not valid JSON: {e}") from e
+    header = loads_json(raw, "frame header")
     if not isinstance(header, dict):
         raise WireError("frame header must be a JSON object")
-    size = header.get("size", 0)
-    if not isinstance(size, int) or size < 0:
+    size = header.setdefault("size", 0)
+    if type(size) is not int or size < 0:
         raise WireError("frame header 'size' must be a non-negative integer")
     return header
 

@@ -26,6 +26,7 @@ from runhouse.compute import local
 from runhouse.compute.remote import RemoteDaemon
 from runhouse.compute.ssh import SSHCreds
 from runhouse.exceptions import ConfigError, ConnectionError_, ObjectNotFound, RunhouseError, ServerError
+from runhouse.resources.calls import Options
 from runhouse.resources.den import den_client
 from runhouse.resources.env import DEFAULT_ENV_NAME, Env, env_from_config, resolve_env
 from runhouse.resources.resource import Resource
@@ -114,7 +115,16 @@ class Cluster(Resource):
         token = local.read_token(self.settings, self.server_port)
         if token is None and self.den_auth and self.settings.logged_in:
             token = self._den_cluster_token()  # another user of a shared cluster: a token Den issues for it
+            self._den_token = True
         return DaemonClient(Endpoint("127.0.0.1", self.server_port), token)
+
+    @property
+    def call_options(self) -> Options:
+        """The options calls start from: pickles with the cluster's own token; ``json`` with a
+        token Den issued to another user, whose read access allows data-only calls (users with
+        write access may still ask for ``fn.options(serialization="pickle")``)."""
+        self.client  # noqa: B018 - building the client decides which token it uses
+        return _DATA_ONLY if self.__dict__.get("_den_token") else _DEFAULT_OPTIONS
 
     def _den_cluster_token(self) -> str:
         """A token for this cluster's daemon from Den, as the logged-in user (cached per process)."""
@@ -374,6 +384,8 @@ def cluster_from_config(config: dict[str, Any]) -> Cluster:
 
 
 _CLUSTER_TOKENS: dict[tuple[str, str, str], str] = {}
+_DEFAULT_OPTIONS = Options()
+_DATA_ONLY = Options(serialization="json")
 
 
 def _creds_from_secret(name: str, settings: Settings) -> tuple[SSHCreds, str]:

@@ -71,7 +71,7 @@ class Function(Resource):
     def _callable(self) -> RemoteCallable:
         if self.system is None or self.name is None:
             raise ConfigError("this function is not on a cluster yet: call .to(cluster) first")
-        return RemoteCallable(self.system, self.name, "call", self.signature)
+        return RemoteCallable(self.system, self.name, "call", self.signature, self.system.call_options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.system is None:

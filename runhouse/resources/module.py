@@ -75,7 +75,12 @@ def _construct(
     return stub
 
 
-_QUIET = CallOptions(serialization="pickle", stream_logs=False)
+def _quiet(system: Cluster) -> CallOptions:
+    """Options for attribute reads and writes: no output streaming, the cluster's serialization."""
+    return _QUIET[system.call_options.serialization]
+
+
+_QUIET = {ser: CallOptions(serialization=ser, stream_logs=False) for ser in ("pickle", "json")}
 
 
 class RemoteClass:
@@ -105,7 +110,8 @@ class RemoteClass:
     def __getattr__(self, name: str) -> Any:
         methods = self.__dict__.get("_rh_signature", {}).get("methods", {})
         if name in methods:  # class and static methods, called on the deployed class
-            return RemoteCallable(self._rh_system, self._rh_class_key, name, methods[name])
+            system = self._rh_system
+            return RemoteCallable(system, self._rh_class_key, name, methods[name], system.call_options)
         raise AttributeError(f"{self._rh_cls.__name__} has no class or static method {name!r}")
 
 
@@ -145,18 +151,21 @@ class RemoteModule(Resource):
         if not name.startswith("_"):
             methods = object.__getattribute__(self, "_rh_signature").get("methods", {})
             if name in methods:
+                system = object.__getattribute__(self, "_rh_system")
                 return RemoteCallable(
-                    object.__getattribute__(self, "_rh_system"),
+                    system,
                     object.__getattribute__(self, "_rh_key"),
                     name,
                     methods[name],
+                    system.call_options,
                 )
         return object.__getattribute__(self, name)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._rh_system.client.call(self._rh_key, GETATTR, (name,), {}, _QUIET)
+        system = self._rh_system
+        return system.client.call(self._rh_key, GETATTR, (name,), {}, _quiet(system))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_rh_") or name == "name":
@@ -165,7 +174,8 @@ class RemoteModule(Resource):
         if name == "rns_address":
             object.__setattr__(self, "_rh_rns_address", value)
             return
-        self._rh_system.client.call(self._rh_key, SETATTR, (name, value), {}, _QUIET)
+        system = self._rh_system
+        system.client.call(self._rh_key, SETATTR, (name, value), {}, _quiet(system))
 
     def fetch(self) -> Any:
         """A local copy of the live object (unpickled here)."""

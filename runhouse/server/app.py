@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from runhouse.exceptions import RunhouseError
+from runhouse.protocol.errors import WireError
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.denauth import DenAuth
 from runhouse.server.routes import admin, calls, envs, folders, objects
@@ -49,6 +51,8 @@ FIXED_PATHS = frozenset(route.path for route in ROUTES)
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
     reply = reply_for_error(exc)
+    if reply.status < 500:  # a refused request is worth a line in the log, not a traceback
+        log.info("refused %s %s: %s %s", request.method, request.url.path, reply.status, exc)
     return Response(b"".join(reply.parts), status_code=reply.status, media_type=reply.content_type.decode())
 
 
@@ -117,7 +121,9 @@ def create_app(
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={Exception: _handle_error},
+        # our errors and wire errors are answered by the exception middleware (no traceback logged);
+        # anything else reaches Starlette's server-error handler, which logs it
+        exception_handlers={RunhouseError: _handle_error, WireError: _handle_error, Exception: _handle_error},
     )
     app.state.rh = state
     hint = f"the cluster token is in {settings.daemon_dir(port) / 'token'}"

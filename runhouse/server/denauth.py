@@ -63,6 +63,16 @@ class DenIdentity:
         return cls(str(data["den_url"]).rstrip("/"), str(data["cluster"]), str(data["token"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request comes from and what they may do on this daemon: ``write`` (change the cluster,
+    send pickles) or ``read`` (call methods with data-only arguments, read status and logs);
+    ``none`` for open routes. ``user`` is a Den username, or "" for the owner without Den."""
+
+    user: str
+    access: str
+
+
 class Denied(Exception):
     """The caller may not do this; ``status`` is 401 (unknown token) or 403 (not allowed)."""
 
@@ -159,47 +169,71 @@ class DenAuth:
         data = reply.json()
         return str(data["username"]), str(data["access_level"])
 
-    def cached_caller(self, token: bytes, method: str, path: str) -> str | None:
-        """:meth:`authorize` answered from the cache alone: the username if a fresh cached answer
-        allows the request, else None (the caller then takes the path that asks Den)."""
+    def _decide(
+        self, user: str, cluster_level: str, own_level: str | None, method: str, path: str
+    ) -> Caller | None:
+        """The one access decision: the :class:`Caller` a request is made as, given the token's
+        level on the cluster and (for calls) on the called object's own resource; None when the
+        object's level is needed but not known yet. Raises :class:`Denied`.
+
+        Write on the cluster makes a ``write`` caller; read on the cluster, or read or write on
+        the object's resource alone, a ``read`` caller (a share of one function never lets its
+        holder change the cluster or send it code)."""
+        need = self.needed_level(method, path)
+        level = LEVELS.get(cluster_level, 0)
+        if level >= LEVELS[need]:
+            return Caller(user, "write" if level >= LEVELS["write"] else "read")
+        cluster = self.identity.cluster
+        if not self.is_call(path):
+            raise Denied(
+                403,
+                f"user {user!r} has {cluster_level!r} access to cluster {cluster}; this request needs {need!r} "
+                f"(ask the owner: cluster.share({user!r}, access_level={need!r}))",
+            )
+        if own_level is None:
+            return None
+        if LEVELS.get(own_level, 0) >= LEVELS["read"]:
+            return Caller(user, "read")
+        raise Denied(
+            403,
+            f"user {user!r} has no access to {self._object_resource(path)} or to cluster {cluster}; ask its "
+            f"owner to share it (resource.share({user!r}, access_level='read'))",
+        )
+
+    def _object_resource(self, path: str) -> str:
+        return f"/{self.identity.owner}/{unquote(path.split('/')[1])}"
+
+    def cached_caller(self, token: bytes, method: str, path: str) -> Caller | None:
+        """:meth:`authorize` answered from the cache alone: the caller if fresh cached answers allow
+        the request, else None (the request then takes the path that asks Den, and explains a refusal)."""
         raw = token[7:] if token[:7].lower() == b"bearer " else token
         now = time.monotonic()
-        need = LEVELS[self.needed_level(method, path)]
         hit = self._cache.get((raw, self.identity.cluster))
         if hit is None or hit[0] <= now:
             return None
-        if LEVELS.get(hit[2], 0) < need:
-            if not self.is_call(path):
-                return None
-            own = self._cache.get((raw, f"/{self.identity.owner}/{unquote(path.split('/')[1])}"))
-            if own is None or own[0] <= now or LEVELS.get(own[2], 0) < LEVELS["read"]:
-                return None
-        self.cache_hits += 1
-        return hit[1]
+        try:
+            caller = self._decide(hit[1], hit[2], None, method, path)
+            if caller is None:
+                own = self._cache.get((raw, self._object_resource(path)))
+                if own is None or own[0] <= now:
+                    return None
+                caller = self._decide(hit[1], hit[2], own[2], method, path)
+        except Denied:
+            return None
+        if caller is not None:
+            self.cache_hits += 1
+        return caller
 
-    async def authorize(self, token: bytes, method: str, path: str) -> str:
-        """The caller's username if they may make this request; raises :class:`Denied` otherwise."""
+    async def authorize(self, token: bytes, method: str, path: str) -> Caller:
+        """Who is calling, if they may make this request; raises :class:`Denied` otherwise."""
         raw = token[7:] if token[:7].lower() == b"bearer " else token
-        need = self.needed_level(method, path)
-        cluster = self.identity.cluster
-        user, level = await self.level(raw, cluster)
-        if LEVELS.get(level, 0) >= LEVELS[need]:
-            return user
-        if self.is_call(path):  # a call: the object's own Den resource may allow it
-            resource = f"/{self.identity.owner}/{unquote(path.split('/')[1])}"
-            _, own_level = await self.level(raw, resource)
-            if LEVELS.get(own_level, 0) >= LEVELS["read"]:
-                return user
-            raise Denied(
-                403,
-                f"user {user!r} has no access to {resource} or to cluster {cluster}; ask its owner to share it "
-                f"(resource.share({user!r}, access_level='read'))",
-            )
-        raise Denied(
-            403,
-            f"user {user!r} has {level!r} access to cluster {cluster}; this request needs {need!r} "
-            f"(ask the owner: cluster.share({user!r}, access_level={need!r}))",
-        )
+        user, level = await self.level(raw, self.identity.cluster)
+        caller = self._decide(user, level, None, method, path)
+        if caller is None:  # a call the cluster level does not allow: the object's own resource may
+            _, own_level = await self.level(raw, self._object_resource(path))
+            caller = self._decide(user, level, own_level, method, path)
+        assert caller is not None
+        return caller
 
     def count(self, user: str, method: str, path: str) -> None:
         if self.is_call(path):

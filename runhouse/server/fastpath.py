@@ -25,6 +25,7 @@ from urllib.parse import unquote
 import httptools
 
 from runhouse.server.auth import GuardMiddleware
+from runhouse.server.denauth import Caller
 from runhouse.server.http import CoalescingHttpToolsProtocol
 from runhouse.server.routes.calls import submit_call
 from runhouse.server.routes.relay import FINAL_KINDS, Reply, final_reply, relay, reply_for_error
@@ -61,7 +62,9 @@ class FastCalls:
         self.guard = guard
         self.fixed_paths = fixed_paths
 
-    def route(self, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str] | None:
+    def route(
+        self, raw_path: bytes, headers: list[tuple[bytes, bytes]], http11: bool
+    ) -> tuple[str, str, Caller] | None:
         """``(key, method, caller)`` when this request may take the fast path, else None."""
         path = raw_path.decode("latin-1")
         if path in self.fixed_paths:
@@ -69,7 +72,7 @@ class FastCalls:
         parts = path.split("/")
         if len(parts) != 3 or not parts[1] or not parts[2]:
             return None
-        caller = self.guard.fast_caller(headers, FAST_MAX_BODY, path)
+        caller = self.guard.fast_caller(headers, FAST_MAX_BODY, path, http11)
         if caller is None:
             return None
         return unquote(parts[1]), unquote(parts[2]), caller
@@ -89,7 +92,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._call: tuple[str, str, str] | None = None  # (key, method, caller) of a fast request
+        self._call: tuple[str, str, Caller] | None = None  # (key, method, caller) of a fast request
         self._body: list[bytes] = []
         self._fast_cycle: _FastCycle | None = None
         self._content_type = ""
@@ -104,9 +107,10 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         if idle and not self.expect_100_continue and self.parser.get_method() == b"POST":
             parsed = httptools.parse_url(self.url)
             if not parsed.query:
-                call = self._fast.route(parsed.path, self.headers)
+                http11 = self.parser.get_http_version() == "1.1"
+                call = self._fast.route(parsed.path, self.headers, http11)
                 if call is not None:
-                    keep_alive = self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive()
+                    keep_alive = http11 and self.parser.should_keep_alive()
                     self._call, self._body = call, []
                     self._fast_cycle = _FastCycle(keep_alive)
                     self.cycle = self._fast_cycle  # type: ignore[assignment]
@@ -133,11 +137,9 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         self._body = []
         state = self._fast.state
         state.fast_calls += 1
-        if state.den is not None:
-            state.den.count(call[2], "POST", f"/{call[0]}/{call[1]}")
         try:
             worker, cid, pending, fmt, run_name = submit_call(
-                state, "POST", self._content_type, b"", raw, call[0], call[1]
+                state, call[2], "POST", self._content_type, b"", raw, call[0], call[1]
             )
         except Exception as exc:  # noqa: BLE001 - mapped to a status by type
             self._finish(reply_for_error(exc))

@@ -10,7 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runhouse.exceptions import ObjectNotFound
+from runhouse.exceptions import BadRequest, ObjectNotFound
+
+MAX_KEY_CHARS = 256
+
+
+def check_key(value: Any, field: str = "key") -> str:
+    """A key (or a run name, which may become a key) from a request: a non-empty string without
+    '/' (keys are URL path segments), at most :data:`MAX_KEY_CHARS` long."""
+    if not isinstance(value, str) or not value or "/" in value or len(value) > MAX_KEY_CHARS:
+        raise BadRequest(
+            f"{field!r} must be a non-empty name without '/', at most {MAX_KEY_CHARS} characters (got {value!r:.80})",
+            400,
+        )
+    return value
 
 
 @dataclass

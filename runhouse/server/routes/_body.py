@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 from typing import Any
 
 from starlette.requests import Request
 
 from runhouse.exceptions import BadRequest
+from runhouse.protocol.errors import WireError
+from runhouse.protocol.serialization import loads_json
 from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, decode_single_frame
+from runhouse.server.registry import check_key
+
+
+def decode_base64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(f"data is not valid base64: {e}", 400) from None
 
 
 async def json_body(request: Request, required: tuple[str, ...] = ()) -> dict[str, Any]:
     raw = await request.body()
     try:
-        body = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"body is not valid JSON: {e}", 400) from e
+        body = loads_json(raw, "body") if raw else {}
+    except WireError as e:
+        raise BadRequest(str(e), 400) from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object", 400)
     missing = [k for k in required if k not in body]
@@ -38,7 +49,20 @@ async def frame_or_json(request: Request, required: tuple[str, ...] = ()) -> tup
 
 
 def key_field(body: dict[str, Any], name: str = "key") -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or "/" in value or len(value) > 256:
-        raise BadRequest(f"{name!r} must be a non-empty name without '/' (got {value!r})", 400)
-    return value
+    return check_key(body.get(name), name)
+
+
+def check_env_vars(value: Any) -> dict[str, str]:
+    """Environment variables from a request: names and values are strings a process environment
+    can hold (no '=' in names, no NUL bytes)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest("'env_vars' must be a mapping of names to string values", 400)
+    for name, val in value.items():
+        if not name or "=" in name or "\0" in name or not isinstance(val, str) or "\0" in val:
+            raise BadRequest(
+                f"env var {name!r:.80} must have a name without '=' or NUL and a string value (got {val!r:.80})",
+                400,
+            )
+    return dict(value)

@@ -16,7 +16,7 @@ from runhouse._version import __version__
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.shm import host_id
 from runhouse.protocol.wire import PROTOCOL_VERSION
-from runhouse.server.routes._body import json_body
+from runhouse.server.routes._body import check_env_vars, json_body
 from runhouse.server.state import DaemonState
 
 RUN_BASH_TIMEOUT_S = 3600
@@ -68,6 +68,8 @@ async def logs(request: Request) -> Response:
     state = _state(request)
     body = await json_body(request, ("run_name",))
     run_name = body["run_name"]
+    if not isinstance(run_name, str):
+        raise BadRequest(f"'run_name' must be a string (got {run_name!r:.80})", 400)
     if run_name not in state.run_logs and run_name not in state.running_runs:
         raise BadRequest(
             f"no output recorded for run {run_name!r} (only named runs that print are kept)", 404
@@ -105,12 +107,14 @@ async def run_bash(request: Request) -> Response:
     commands = body["commands"]
     if isinstance(commands, str):
         commands = [commands]
-    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+    if not isinstance(commands, list) or not all(isinstance(c, str) and "\0" not in c for c in commands):
         raise BadRequest("'commands' must be a list of shell command strings", 400)
     cwd = body.get("cwd")
-    if cwd is not None and not os.path.isdir(str(cwd)):
-        raise BadRequest(f"cwd {cwd!r} is not a directory on the cluster", 400)
-    env = {str(k): str(v) for k, v in (body.get("env_vars") or {}).items()}
+    if cwd is not None and (not isinstance(cwd, str) or "\0" in cwd or not os.path.isdir(cwd)):
+        raise BadRequest(f"cwd {cwd!r:.200} is not a directory on the cluster", 400)
+    env = check_env_vars(body.get("env_vars"))
+    if not isinstance(body.get("stop_on_error", False), bool):
+        raise BadRequest("'stop_on_error' must be true or false", 400)
     state.touch()
     results = []
     for command in commands:

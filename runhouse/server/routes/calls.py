@@ -7,29 +7,30 @@ deserializes the call's arguments: they travel to the worker as the bytes the cl
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from runhouse.exceptions import BadRequest, WorkerDied
-from runhouse.protocol.serialization import check_serialization
-from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, decode_single_frame
-from runhouse.server.registry import Entry
+from runhouse.exceptions import AuthError, BadRequest, WorkerDied
+from runhouse.protocol.errors import WireError
+from runhouse.protocol.serialization import check_serialization, loads_json
+from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, GETATTR, SETATTR, decode_single_frame
+from runhouse.server.denauth import Caller
+from runhouse.server.registry import Entry, check_key
+from runhouse.server.routes._body import decode_base64
 from runhouse.server.routes.relay import relay
 from runhouse.server.state import DaemonState
 from runhouse.server.workers import PendingCall, WorkerHandle
+
+MAX_CALL_TIMEOUT_S = 30 * 24 * 3600
 
 
 def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
     """Parse the JSON envelope; return (serialization, options, payload bytes for the worker)."""
     try:
-        envelope = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(
-            f'body is not valid JSON ({e}); send {{"data": {{"args": [], "kwargs": {{}}}}}}', 400
-        ) from e
+        envelope = loads_json(raw, "body") if raw else {}
+    except WireError as e:
+        raise BadRequest(f'{e}; send {{"data": {{"args": [], "kwargs": {{}}}}}}', 400) from None
     if not isinstance(envelope, dict):
         raise BadRequest('body must be a JSON object like {"data": {"args": [], "kwargs": {}}}', 400)
     ser = check_serialization(envelope.get("serialization", "none"))
@@ -37,17 +38,76 @@ def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
     if ser == "pickle":
         if not isinstance(data, str):
             raise BadRequest("with serialization 'pickle', data must be a base64 string of the pickle", 400)
-        try:
-            payload = base64.b64decode(data, validate=True)
-        except binascii.Error as e:
-            raise BadRequest(f"data is not valid base64: {e}", 400) from e
+        payload = decode_base64(data)
     elif isinstance(data, str):
         payload = data.encode()  # JSON text, as the original client sends it
     else:
-        payload = json.dumps(data if data is not None else {}).encode()
-    options = {k: envelope.get(k) for k in ("run_name", "stream_logs", "remote")}
-    options["stream_logs"] = bool(options.get("stream_logs"))
-    return ser, options, payload
+        try:
+            payload = json.dumps(data if data is not None else {}).encode()
+        except (ValueError, RecursionError):
+            raise BadRequest("data is nested too deeply or holds numbers too large to pass on", 400) from None
+    return ser, call_options(envelope, stream_default=False), payload
+
+
+def _flag(fields: dict[str, Any], name: str, default: bool) -> bool:
+    value = fields.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name!r} must be true or false (got {value!r})", 400)
+    return value
+
+
+def call_options(fields: dict[str, Any], stream_default: bool) -> dict[str, Any]:
+    """The call options a request carries (frame header or JSON envelope), each checked here so
+    that nothing malformed reaches a worker."""
+    run_name = fields.get("run_name")
+    if run_name is not None:
+        check_key(run_name, "run_name")
+    timeout = fields.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= MAX_CALL_TIMEOUT_S
+    ):
+        raise BadRequest(
+            f"'timeout' must be a number of seconds above 0 and at most {MAX_CALL_TIMEOUT_S}", 400
+        )
+    return {
+        "stream_logs": _flag(fields, "stream_logs", stream_default),
+        "run_name": run_name,
+        "remote": _flag(fields, "remote", False),
+        "shm": _flag(fields, "shm", False),
+        "timeout": timeout,
+    }
+
+
+def check_read_access(ser: str, options: dict[str, Any], method: str, payload: Any) -> None:
+    """What a caller with read access may not do on the call route (see ``docs/security.md``):
+    send pickles (unpickling runs code), store a result or name a run (both write to the
+    cluster), set attributes, read private ones, or use this host's shared memory."""
+    if ser == "pickle":
+        raise AuthError(
+            "read access allows data-only calls: send the arguments with serialization 'json' "
+            "(pickles are code, and need write access to the cluster)",
+            403,
+        )
+    if options["remote"] or options["run_name"] is not None:
+        raise AuthError("read access cannot keep results or name runs on the cluster (remote/run_name)", 403)
+    if options["shm"]:
+        raise AuthError("read access cannot pass data through the cluster's shared memory", 403)
+    if method == SETATTR:
+        raise AuthError("read access cannot set attributes of objects on the cluster", 403)
+    if method == GETATTR:
+        try:
+            data = loads_json(bytes(payload), "call data") if payload else {}
+        except WireError as e:
+            raise BadRequest(str(e), 400) from None
+        args = data.get("args") if isinstance(data, dict) else None
+        kwargs = data.get("kwargs") if isinstance(data, dict) else None
+        name = args[0] if isinstance(args, list) and args else (kwargs or {}).get("name")
+        if not isinstance(name, str) or name.startswith("_"):
+            raise AuthError(f"read access can read public attributes only (got {name!r})", 403)
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -73,15 +133,29 @@ async def handle_call(state: DaemonState, scope: Any, receive: Any, key: str, me
     """Parse a call request, submit it to the key's worker; return the ASGI reply to send."""
     raw = await _read_body(receive) if scope["method"] == "POST" else b""
     submitted = submit_call(
-        state, scope["method"], _header(scope, b"content-type"), scope["query_string"], raw, key, method
+        state,
+        scope["rh.caller"],
+        scope["method"],
+        _header(scope, b"content-type"),
+        scope["query_string"],
+        raw,
+        key,
+        method,
     )
     return await relay(state, *submitted)
 
 
 def submit_call(
-    state: DaemonState, http_method: str, content_type: str, query: bytes, raw: bytes, key: str, method: str
+    state: DaemonState,
+    caller: Caller,
+    http_method: str,
+    content_type: str,
+    query: bytes,
+    raw: bytes,
+    key: str,
+    method: str,
 ) -> tuple[WorkerHandle, int, PendingCall, str, str | None]:
-    """Parse a call and hand it to the worker holding ``key``.
+    """Parse a call, check it against the caller's access, and hand it to the worker holding ``key``.
 
     Returns ``(worker, call id, pending replies, reply format, run name)``; the format is
     ``frames``, ``json`` or ``none`` (see :func:`relay`)."""
@@ -90,30 +164,23 @@ def submit_call(
     if http_method == "GET":
         params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
         ser = "none"
-        options: dict[str, Any] = {
-            "stream_logs": False,
-            "run_name": params.pop("run_name", None),
-            "remote": False,
-        }
+        options = call_options({"run_name": params.pop("run_name", None)}, stream_default=False)
         payload: Any = json.dumps({"args": [], "kwargs": params}).encode()
         fmt = "none"
     elif http_method == "POST":
         if content_type.startswith(FRAMES_CONTENT_TYPE):
             header, payload = decode_single_frame(raw)
             ser = check_serialization(header.get("serialization", "pickle"))
-            options = {
-                "stream_logs": bool(header.get("stream_logs", True)),
-                "run_name": header.get("run_name"),
-                "remote": bool(header.get("remote")),
-                "shm": bool(header.get("shm")),
-            }
+            options = call_options(header, stream_default=True)
             fmt = "frames"
         else:
             ser, options, payload = _json_call_body(raw)
             fmt = "none" if ser == "none" else "json"
     else:
         raise BadRequest(f"method {http_method} is not allowed here; use GET or POST", 405)
-    if options["remote"] and not options.get("run_name"):
+    if caller.access != "write":
+        check_read_access(ser, options, method, payload)
+    if options["remote"] and options["run_name"] is None:
         raise BadRequest("remote=True needs a run_name to store the result under", 400)
     worker = state.workers.get(entry.env)
     if worker is None or not worker.alive:
@@ -123,4 +190,4 @@ def submit_call(
     cid, pending = worker.submit("call", key, method, ser, options, body=payload)
     if options["remote"]:
         state.registry.add(options["run_name"], Entry(env=entry.env, kind="result"))
-    return worker, cid, pending, fmt, options.get("run_name")
+    return worker, cid, pending, fmt, options["run_name"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from starlette.requests import Request
@@ -9,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.wire import FRAMES_CONTENT_TYPE
-from runhouse.server.routes._body import json_body
+from runhouse.server.routes._body import check_env_vars, json_body
 from runhouse.server.routes.relay import Progress
 from runhouse.server.state import DaemonState, check_env_name
 
@@ -23,9 +24,7 @@ def _state(request: Request) -> DaemonState:
 def check_env_config(body: dict[str, Any]) -> dict[str, Any]:
     """Validate an env config from a client; the message says which field to fix."""
     check_env_name(body.get("name"))
-    env_vars = body.get("env_vars") or {}
-    if not isinstance(env_vars, dict):
-        raise BadRequest("'env_vars' must be a mapping of names to values", 400)
+    check_env_vars(body.get("env_vars"))
     for field in _LIST_FIELDS:
         if not isinstance(body.get(field) or [], list):
             raise BadRequest(f"{field!r} must be a list", 400)
@@ -33,17 +32,32 @@ def check_env_config(body: dict[str, Any]) -> dict[str, Any]:
         if (
             not isinstance(req, dict)
             or req.get("kind") not in ("pip", "local", "conda")
-            or not req.get("spec")
+            or not isinstance(req.get("spec"), str)
+            or not req["spec"]
         ):
             raise BadRequest(
                 f"requirement {req!r} must be {{'kind': 'pip'|'local'|'conda', 'spec': ...}}", 400
             )
     if not all(isinstance(c, str) for c in body.get("setup_cmds") or []):
         raise BadRequest("'setup_cmds' must be a list of shell command strings", 400)
+    working_dir = body.get("working_dir")
+    if working_dir is not None and (not isinstance(working_dir, str) or not _is_dir(working_dir)):
+        raise BadRequest(f"'working_dir' {working_dir!r:.200} is not a directory on the cluster", 400)
+    conda = body.get("conda")
+    if conda is not None and (
+        not isinstance(conda, dict)
+        or not isinstance(conda.get("name"), str | None)
+        or not isinstance(conda.get("spec"), dict | None)
+    ):
+        raise BadRequest("'conda' must be {'name': str, 'spec': {...} or null}", 400)
     venv = body.get("venv")
     if venv is not None and (not isinstance(venv, str) or "/" in venv or venv.startswith(".")):
         raise BadRequest(f"'venv' must be a plain directory name, got {venv!r}", 400)
     return body
+
+
+def _is_dir(path: str) -> bool:
+    return "\0" not in path and os.path.isdir(path)
 
 
 async def envs(request: Request) -> Response:

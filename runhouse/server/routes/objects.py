@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -13,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.serialization import check_serialization
 from runhouse.server.registry import Entry
-from runhouse.server.routes._body import frame_or_json, json_body, key_field
+from runhouse.server.routes._body import decode_base64, frame_or_json, json_body, key_field
 from runhouse.server.routes.envs import check_env_config
 from runhouse.server.routes.relay import relay
 from runhouse.server.state import DaemonState, check_env_name
@@ -41,7 +40,7 @@ async def put_object(request: Request) -> Response:
         data = fields.get("data")
         if ser == "pickle" and not isinstance(data, str):
             raise BadRequest("with serialization 'pickle', data must be a base64 string of the pickle", 400)
-        payload = base64.b64decode(str(data)) if ser == "pickle" else json.dumps(data).encode()
+        payload = decode_base64(str(data)) if ser == "pickle" else _json_bytes(data)
     worker = await state.worker(env)
     await _replace_elsewhere(state, key, env)
     header, _ = await worker.request("put", key, ser, body=payload)
@@ -49,6 +48,13 @@ async def put_object(request: Request) -> Response:
         raise BadRequest(f"could not store {key!r}: {header[2]['message']}", 400)
     state.registry.add(key, Entry(env=env, kind="object"))
     return JSONResponse({"key": key, "env": env})
+
+
+def _json_bytes(data: Any) -> bytes:
+    try:
+        return json.dumps(data).encode()
+    except (ValueError, RecursionError):
+        raise BadRequest("'data' is nested too deeply or holds numbers too large to store", 400) from None
 
 
 async def get_object(request: Request) -> Response:
@@ -94,7 +100,13 @@ async def delete_object(request: Request) -> Response:
         entry = state.registry.find(name)
         if entry is not None:
             by_env.setdefault(entry.env, []).append(name)
-        elif name in state.workers or name in state.env_configs and name != DEFAULT_ENV:
+        elif name == DEFAULT_ENV:
+            raise BadRequest(
+                f"{DEFAULT_ENV!r} is the cluster's default env and cannot be deleted; "
+                "restart the cluster to reset it",
+                400,
+            )
+        elif name in state.workers or name in state.env_configs:
             envs_killed.append(name)
         else:
             missing.append(name)
@@ -117,7 +129,12 @@ async def deploy(request: Request) -> Response:
     state = _state(request)
     fields, payload, frames = await frame_or_json(request, ("key", "spec"))
     key = key_field(fields)
-    env_config: dict[str, Any] | None = fields.get("env_config")
+    env_config = fields.get("env_config")
+    if env_config is not None and not isinstance(env_config, dict):
+        raise BadRequest("'env_config' must be an env's config (a JSON object) or null", 400)
+    config = fields.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise BadRequest("'config' must be the resource's config (a JSON object) or null", 400)
     env = check_env_name(fields.get("env") or (env_config or {}).get("name") or DEFAULT_ENV)
     spec = fields["spec"]
     if not isinstance(spec, dict) or not (
@@ -127,6 +144,9 @@ async def deploy(request: Request) -> Response:
     if spec.get("by_value") and not frames:
         raise BadRequest("deploying by value needs a frames body holding the pickle", 400)
     ser = check_serialization(fields.get("serialization", "pickle"))
+    for name in ("module", "qualname", "class_key", "root"):
+        if not isinstance(spec.get(name) or "", str):
+            raise BadRequest(f"'spec.{name}' must be a string", 400)
     if spec.get("kind") == "instance":
         class_entry = state.registry.find(spec.get("class_key", ""))
         if class_entry is None or class_entry.env != env:
@@ -134,14 +154,17 @@ async def deploy(request: Request) -> Response:
     worker = await state.ensure_env(check_env_config(dict(env_config or {"ref": True}, name=env)))
     await _replace_elsewhere(state, key, env)
     state.touch()
-    entry = Entry(env=env, kind=str(fields.get("kind", "object")), config=fields.get("config") or {})
+    entry = Entry(env=env, kind=str(fields.get("kind", "object")), config=config or {})
 
     def register(header: Any) -> None:
         if header[0] == "ok":
             state.registry.add(key, entry)
 
     cid, pending = worker.submit("deploy", key, spec, ser, body=payload)
-    return await relay(state, worker, cid, pending, "frames" if frames else "json", None, register)
+    reply = await relay(state, worker, cid, pending, "frames" if frames else "json", None, register)
+    if getattr(reply, "status", 200) == 500:  # the object could not be built from what was sent
+        reply.status = 422
+    return reply
 
 
 async def get_resource(request: Request) -> Response:
