@@ -35,6 +35,7 @@ class Settings:
     log_level: str = "INFO"
     max_body_mb: int = 2048
     worker_threads: int = 64
+    ssh_host_key_policy: str = "accept-new"  # for hosts not yet in $RH_HOME/known_hosts: or "strict"
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -61,6 +62,7 @@ _ENV_KEYS = {
     "RH_LOG_LEVEL": "log_level",
     "RH_MAX_BODY_MB": "max_body_mb",
     "RH_WORKER_THREADS": "worker_threads",
+    "RH_SSH_HOST_KEY_POLICY": "ssh_host_key_policy",
 }
 
 

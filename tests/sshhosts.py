@@ -523,6 +523,24 @@ class TestHosts:
             argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
         )
 
+    def host_key_path(self, host: Host) -> Path:
+        """The private host key file of ``host``'s sshd (its public key is this path + ``.pub``)."""
+        return host.sshd_config.parent / "ssh_host_ed25519_key"
+
+    def replace_host_key(self, host: Host) -> None:
+        """Give ``host`` a new host key, as a rebuilt machine (or an impostor at its address) has.
+
+        Its sshd is restarted with the new key; sessions already open keep running.
+        """
+        i = self.hosts.index(host)
+        key = self.host_key_path(host)
+        key.unlink()
+        Path(f"{key}.pub").unlink()
+        _keygen(key, f"{host.name}-replaced")
+        _stop_child(self._sshds[i])
+        self._sshds[i] = self._start_sshd(host)
+        self._wait_for_sshd(host, self._sshds[i])
+
     def netns_exec(
         self, host: Host, argv: Sequence[str], *, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:

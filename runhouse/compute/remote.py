@@ -19,11 +19,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runhouse.client.transport import Endpoint
 from runhouse.compute import bootstrap
+from runhouse.compute.hostkeys import KnownHosts
 from runhouse.compute.ssh import SSHCreds, SSHSession, memory_key_file, pool_for
 from runhouse.exceptions import ConfigError, SSHError
 from runhouse.settings import Settings
@@ -46,10 +47,17 @@ class RemoteDaemon:
     settings: Settings
     python: str | None = None
     autostop_mins: float | None = None
+    known_hosts: KnownHosts = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # a bad policy is reported when the cluster is made, not at its first connection
+        self.known_hosts = KnownHosts(self.settings.home / "known_hosts", self.settings.ssh_host_key_policy)
 
     @property
     def session(self) -> SSHSession:
-        return pool_for(self.settings.home).session(self.host, self.creds)
+        return pool_for(self.settings.home).session(
+            self.host, self.creds, host_key_policy=self.known_hosts.policy
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     def up(self, env_vars: dict[str, str], den_identity: str | None = None) -> None:
@@ -105,15 +113,7 @@ class RemoteDaemon:
     # -- files and shells -------------------------------------------------------------------------
     def ssh_command(self) -> list[str]:
         """An ``ssh`` command line logging into the host with these credentials."""
-        argv = [
-            "ssh",
-            "-p",
-            str(self.creds.ssh_port),
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            f"UserKnownHostsFile={self.settings.home / 'known_hosts_openssh'}",
-        ]
+        argv = ["ssh", "-p", str(self.creds.ssh_port), *self.known_hosts.openssh_options()]
         key_file = self.creds.ssh_private_key
         if self.creds.private_key_data:
             key_file = str(memory_key_file(self.creds.private_key_data))

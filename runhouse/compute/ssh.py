@@ -5,8 +5,8 @@ methods here submit coroutines to it. Connections are cached per (user, host, po
 and shared by every cluster object in the process, so the tunnel to a daemon is opened once and
 reused; all of them are closed at interpreter exit.
 
-Host keys: on first contact a host's key is recorded in ``$RH_HOME/known_hosts`` and checked on
-every later connection (trust on first use), so a changed key is refused.
+Host keys are checked against ``$RH_HOME/known_hosts`` in the key exchange, before any credential
+is sent (see :mod:`runhouse.compute.hostkeys` for the file and the policies).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from runhouse.compute.hostkeys import ACCEPT_NEW, HostKeyCheck, KnownHosts
 from runhouse.exceptions import ConfigError, SSHError
 
 T = TypeVar("T")
@@ -212,7 +213,16 @@ class SSHPool:
         self._lock = threading.Lock()
         atexit.register(self.close_all)
 
-    def session(self, host: str, creds: SSHCreds, timeout: float = CONNECT_TIMEOUT_S) -> SSHSession:
+    def session(
+        self,
+        host: str,
+        creds: SSHCreds,
+        timeout: float = CONNECT_TIMEOUT_S,
+        host_key_policy: str = ACCEPT_NEW,
+    ) -> SSHSession:
+        """A logged-in session, the cached one while it is open; a new connection checks the host's
+        key by ``host_key_policy`` before logging in."""
+        known = KnownHosts(self._known_hosts, host_key_policy)
         key = creds.cache_key(host)
         with self._lock:
             cached = self._sessions.get(key)
@@ -221,13 +231,15 @@ class SSHPool:
             if self._runner is None:
                 self._runner = _LoopThread()
             runner = self._runner
-        conn = runner.run(self._connect(host, creds, timeout), timeout + 10)
+        conn = runner.run(self._connect(host, creds, timeout, known.check()), timeout + 10)
         session = SSHSession(host, creds, conn, runner)
         with self._lock:
             self._sessions[key] = session
         return session
 
-    async def _connect(self, host: str, creds: SSHCreds, timeout: float) -> asyncssh.SSHClientConnection:
+    async def _connect(
+        self, host: str, creds: SSHCreds, timeout: float, check: HostKeyCheck
+    ) -> asyncssh.SSHClientConnection:
         where = f"{creds.ssh_user}@{host}:{creds.ssh_port}"
         options: dict[str, Any] = {
             "username": creds.ssh_user,
@@ -235,7 +247,7 @@ class SSHPool:
             "connect_timeout": timeout,
             "login_timeout": timeout,
             "keepalive_interval": 30,
-            "known_hosts": None,
+            **check.connect_options(),
         }
         if creds.private_key_data:
             try:
@@ -262,34 +274,14 @@ class SSHPool:
             raise SSHError(
                 f"{where} refused the login (step: connect): wrong {how} for {creds.ssh_user} ({e})"
             ) from None
+        except asyncssh.HostKeyNotVerifiable as e:
+            reason = check.refusal or f"its host key is not trusted by {check.known.path}: {e}"
+            raise SSHError(f"{where} (step: connect): {reason}") from None
         except (asyncio.TimeoutError, TimeoutError):
             raise SSHError(f"{where} did not answer within {timeout:.0f}s (step: connect)") from None
         except (OSError, asyncssh.Error) as e:
             raise SSHError(f"cannot reach {where} (step: connect): {e}") from None
-        self._check_host_key(host, creds.ssh_port, conn)
         return conn
-
-    def _check_host_key(self, host: str, port: int, conn: asyncssh.SSHClientConnection) -> None:
-        key = conn.get_server_host_key()
-        if key is None:
-            return
-        line_host = host if port == 22 else f"[{host}]:{port}"
-        text = key.export_public_key().decode().strip()
-        known: dict[str, str] = {}
-        if self._known_hosts.exists():
-            for line in self._known_hosts.read_text().splitlines():
-                name, _, rest = line.partition(" ")
-                known[name] = rest
-        if line_host in known and known[line_host] != text:
-            conn.close()
-            raise SSHError(
-                f"the host key of {line_host} changed since first contact (recorded in {self._known_hosts}); "
-                "if the host was rebuilt, remove its line there"
-            )
-        if line_host not in known:
-            self._known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(self._known_hosts, "a") as f:
-                f.write(f"{line_host} {text}\n")
 
     def close_all(self) -> None:
         with self._lock:
