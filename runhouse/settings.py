@@ -35,6 +35,10 @@ class Settings:
     log_level: str = "INFO"
     max_body_mb: int = 2048
     worker_threads: int = 64
+    max_header_kb: int = 64  # a request's line plus headers; more is refused (431) before authentication
+    header_timeout_s: float = 30.0  # a request's headers must arrive within this, from its first byte (408)
+    body_timeout_s: float = 30.0  # a request body that stalls this long is refused (408)
+    max_connections: int = 1024  # past it, a new connection closes the oldest idle or unfinished one
     ssh_host_key_policy: str = "accept-new"  # for hosts not yet in $RH_HOME/known_hosts: or "strict"
 
     def with_(self, **changes: Any) -> Settings:
@@ -49,6 +53,15 @@ class Settings:
         """Where the daemon serving ``port`` keeps its pid file, token and log."""
         return self.home / "daemons" / str(port or self.port)
 
+    def make_daemon_dir(self, port: int | None = None) -> Path:
+        """:meth:`daemon_dir`, made if missing, with it, ``home`` and ``home/daemons`` 0700 (a
+        home made looser by an older version or a umask is tightened)."""
+        folder = private_dir(self.daemon_dir(port))
+        for path in (self.home, self.home / "daemons", folder):
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o700)
+        return folder
+
 
 _ENV_KEYS = {
     "RH_HOME": "home",
@@ -62,6 +75,10 @@ _ENV_KEYS = {
     "RH_LOG_LEVEL": "log_level",
     "RH_MAX_BODY_MB": "max_body_mb",
     "RH_WORKER_THREADS": "worker_threads",
+    "RH_MAX_HEADER_KB": "max_header_kb",
+    "RH_HEADER_TIMEOUT_S": "header_timeout_s",
+    "RH_BODY_TIMEOUT_S": "body_timeout_s",
+    "RH_MAX_CONNECTIONS": "max_connections",
     "RH_SSH_HOST_KEY_POLICY": "ssh_host_key_policy",
 }
 
@@ -104,9 +121,22 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(**values)
 
 
+def private_dir(path: Path) -> Path:
+    """``mkdir -p`` where every folder made is 0700, whatever the umask."""
+    missing = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+    return path
+
+
 def update_config_file(home: Path, set_values: dict[str, Any], remove: tuple[str, ...] = ()) -> Path:
     """Change ``$RH_HOME/config.yaml`` (mode 0600): set ``set_values``, drop ``remove``; keep the rest."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(home)
     path = home / "config.yaml"
     current: dict[str, Any] = {}
     if path.exists():

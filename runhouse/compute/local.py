@@ -63,8 +63,7 @@ def start_options(settings: Settings, port: int) -> dict[str, object]:
 def write_den_identity(settings: Settings, port: int, den_url: str, cluster: str, token: str) -> Path:
     """Give the daemon on ``port`` its Den identity (``den.json``, mode 0600): Den's URL, the
     cluster's Den name and the daemon token Den issued for it."""
-    folder = settings.daemon_dir(port)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = settings.make_daemon_dir(port)
     path = folder / "den.json"
     _write_private(path, json.dumps({"den_url": den_url, "cluster": cluster, "token": token}))
     return path
@@ -146,8 +145,7 @@ def start_daemon(
     existing = daemon_pid(settings, port)
     if existing is not None and ping(host, port, tls=tls):
         return existing
-    folder = settings.daemon_dir(port)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = settings.make_daemon_dir(port)
     if ping(host, port, tls=tls):
         raise ConnectionError_(
             f"port {port} on {host} is already served by another runhouse daemon whose pid file is not "

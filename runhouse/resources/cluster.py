@@ -33,7 +33,7 @@ from runhouse.resources.resource import Resource
 from runhouse.resources.secret import secret
 from runhouse.resources.store import local_name
 from runhouse.resources.sync import check_syncable, folder_name, sync_folder
-from runhouse.settings import Settings, load_settings
+from runhouse.settings import Settings, load_settings, private_dir
 
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -406,8 +406,7 @@ def _creds_from_secret(name: str, settings: Settings) -> tuple[SSHCreds, str]:
         if loaded.rns_address and loaded.rns_address.startswith("/"):
             creds["private_key_data"] = values["private_key"]
         else:
-            folder = settings.home / "keys"
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder = private_dir(settings.home / "keys")
             path = folder / local_name(name)
             if not path.exists() or path.read_text() != values["private_key"]:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
