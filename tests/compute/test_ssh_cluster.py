@@ -474,9 +474,13 @@ def test_den_auth_on_an_ssh_cluster(hosts, tmp_path_factory, monkeypatch):
             name: DaemonClient(endpoint, DenClient(den.url, tokens[name]).cluster_token("/alice/den-ssh"))
             for name in ("bob", "carol")
         }
-        assert as_user["carol"].call("guarded_add", "call", (20, 22), {}, CallOptions()) == 42
+        data_only = CallOptions(serialization="json")
+        assert as_user["carol"].call("guarded_add", "call", (20, 22), {}, data_only) == 42
+        with pytest.raises(rh.AuthError, match="json") as no_pickles:  # read access: no pickles
+            as_user["carol"].call("guarded_add", "call", (20, 22), {}, CallOptions())
+        assert no_pickles.value.status == 403
         with pytest.raises(rh.AuthError, match="bob") as refused:
-            as_user["bob"].call("guarded_add", "call", (1, 1), {}, CallOptions())
+            as_user["bob"].call("guarded_add", "call", (1, 1), {}, data_only)
         assert refused.value.status == 403
         assert cluster.status()["den"]["den_lookups"] >= 2
     finally:
