@@ -164,6 +164,61 @@ def test_user_exception_is_an_envelope_not_a_bare_500(http):
         ("POST", "/resource", {"json": {"key": "x", "spec": {}}}, 400, "'spec' must name a module"),
         ("POST", "/create_env", {"json": {"name": "../etc"}}, 400, "invalid env name"),
         ("GET", "/object", {"params": {"key": "kept", "serialization": "xml"}}, 400, "unknown serialization"),
+        # found by the attacker's review (issue 9): each of these was a 500, or worse
+        ("POST", "/add/call", {"json": {"data": {"args": [1, 1]}, "run_name": 7}}, 400, "'run_name' must be"),
+        (
+            "POST",
+            "/add/call",
+            {"json": {"data": {"args": [1, 1]}, "run_name": ["a"]}},
+            400,
+            "'run_name' must be",
+        ),
+        ("POST", "/add/call", {"json": {"data": {}, "stream_logs": "yes"}}, 400, "true or false"),
+        ("POST", "/add/call", {"json": {"data": {}, "timeout": -1}}, 400, "'timeout' must be"),
+        (
+            "POST",
+            "/add/call",
+            {
+                "content": b"\x00\x00\x00\x02{}" + b"x",
+                "headers": {"Content-Type": "application/vnd.rh.frames"},
+            },
+            400,
+            "truncated frame",
+        ),
+        (
+            "POST",
+            "/add/call",
+            {
+                "content": b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                "headers": {"Content-Type": "application/json"},
+            },
+            400,
+            "nested too deeply",
+        ),
+        (
+            "POST",
+            "/add/call",
+            {
+                "content": b'{"data": {"args": [1' + b"0" * 5000 + b"]}}",
+                "headers": {"Content-Type": "application/json"},
+            },
+            400,
+            "not valid JSON",
+        ),
+        ("POST", "/object", {"json": {"key": "k", "data": "%%%", "serialization": "pickle"}}, 400, "base64"),
+        ("POST", "/run_bash", {"json": {"commands": ["true"], "env_vars": ["A"]}}, 400, "'env_vars' must be"),
+        ("POST", "/create_env", {"json": {"name": "e", "env_vars": "A=1"}}, 400, "'env_vars' must be"),
+        (
+            "POST",
+            "/resource",
+            {"json": {"key": "x", "spec": {"module": "m"}, "env_config": [1]}},
+            400,
+            "'env_config'",
+        ),
+        ("POST", "/rename", {"json": {"key": "nothing_here", "new_key": "y"}}, 404, "no object named"),
+        ("POST", "/rename", {"json": {"key": "kept", "new_key": "kept"}}, 409, "already exists"),
+        ("POST", "/delete_object", {"json": {"keys": ["nothing_here"]}}, 404, "nothing named"),
+        ("POST", "/delete_object", {"json": {"keys": ["default_env"]}}, 400, "cannot be deleted"),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_keeps_objects(http, cluster, method, path, kwargs, status, says):
@@ -172,6 +227,28 @@ def test_bad_input_gets_a_clear_4xx_and_keeps_objects(http, cluster, method, pat
     assert says in reply.json()["detail"]
     assert cluster.get("kept") == {"precious": True}
     assert http.post("/add/call", json={"data": {"args": [1, 1]}, "serialization": "none"}).json() == 2
+
+
+def test_an_unknown_key_keeps_later_lookups_and_status_working(http, cluster):
+    """An integer run_name once left a key that broke every later unknown-key lookup and status."""
+    http.post("/add/call", json={"data": {"args": [1, 1]}, "run_name": 5, "remote": True})
+    assert http.post("/nothing_here/call", json={"data": {}}).status_code == 404
+    assert http.get("/status").status_code == 200
+    assert cluster.status()["workers"]
+
+
+def test_a_request_without_host_is_refused(cluster):
+    token = local.read_token(cluster.settings, cluster.server_port)
+    with socket.create_connection(("127.0.0.1", cluster.server_port), timeout=10) as sock:
+        sock.sendall(f"GET /keys HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        reply = sock.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 400") and "Host" in reply
+
+
+def test_rh_home_and_daemon_folders_are_private(cluster):
+    home = cluster.settings.home
+    for folder in (home, home / "daemons", cluster.settings.daemon_dir(cluster.server_port)):
+        assert folder.stat().st_mode & 0o077 == 0, folder
 
 
 def test_oversized_body_is_refused_before_reading(cluster):
