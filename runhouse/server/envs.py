@@ -8,15 +8,21 @@ An env's wire config (made by the client's :class:`~runhouse.resources.env.Env`)
 
 :class:`EnvBuilder` turns that into a Python executable for the worker: the daemon's own
 interpreter by default (workers share its packages, as in the original system); a virtual
-environment of the env's own with ``venv`` (created with ``--system-site-packages`` so runhouse
-itself comes from the daemon's environment, while the env's packages shadow the shared ones); or
-a conda environment. Requirements are installed with ``uv`` when it is on the machine, else pip;
+environment of the env's own with ``venv``; or a conda environment.
+
+An env's venv is isolated: it sees neither the daemon's packages nor the base interpreter's, only
+what the worker itself needs from the daemon's environment (runhouse, cloudpickle, uvloop). Those
+are linked into a runtime folder next to the envs (``.runtime``) that a ``.pth`` file in the venv
+adds after the venv's own site-packages, so a package the env installs shadows the shared one.
+(``--system-site-packages`` would expose the *base* interpreter's packages, not the daemon's venv,
+which is how runhouse is installed on SSH hosts and by most users.) Requirements are installed with ``uv`` when it is on the machine, else pip;
 setup commands run after. Every line the tools print goes to ``emit`` so the client sees progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shlex
 import shutil
@@ -77,6 +83,40 @@ def conda_create_command(
     ]
 
 
+WORKER_PACKAGES = ("runhouse", "cloudpickle", "uvloop")  # what a worker imports from outside the stdlib
+RUNTIME_PTH = "_runhouse_runtime.pth"
+
+
+def link_runtime(venv: Path, runtime: Path) -> None:
+    """Give the venv at ``venv`` the daemon's copies of :data:`WORKER_PACKAGES` and nothing else.
+
+    ``runtime`` gets a symlink to each package's folder as the daemon imports it (an editable
+    checkout or an installed copy alike); the venv gets a ``.pth`` naming ``runtime``. A venv made
+    by an older version with ``--system-site-packages`` is switched to an isolated one."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    for name in WORKER_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue  # uvloop is optional
+        target = Path(list(spec.submodule_search_locations)[0])
+        link = runtime / name
+        if not link.is_symlink() or link.readlink() != target:
+            tmp = runtime / f".{name}.tmp"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target, target_is_directory=True)
+            tmp.replace(link)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = venv / "lib" / version / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    pth = site / RUNTIME_PTH
+    if not pth.exists() or pth.read_text().strip() != str(runtime):
+        pth.write_text(f"{runtime}\n")
+    cfg = venv / "pyvenv.cfg"
+    text = cfg.read_text()
+    if "include-system-site-packages = true" in text:
+        cfg.write_text(text.replace("include-system-site-packages = true", "include-system-site-packages = false"))
+
+
 class EnvBuilder:
     def __init__(self, envs_dir: Path, emit: Emit) -> None:
         self.envs_dir = envs_dir
@@ -131,9 +171,10 @@ class EnvBuilder:
             self.emit(f"Creating virtual environment {path}\n")
             self.envs_dir.mkdir(parents=True, exist_ok=True)
             await self._run(
-                [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
+                [sys.executable, "-m", "venv", "--without-pip", str(path)],
                 f"creating the virtual environment for {name!r}",
             )
+        link_runtime(path, self.envs_dir / ".runtime")
         return str(python)
 
     def _conda_tool(self, specs: list[str]) -> str:

@@ -1,0 +1,48 @@
+"""An env with ``venv=True`` on a daemon that itself runs in a venv (the usual install, and always
+the case on SSH hosts): the env's worker sees runhouse and its own packages, nothing else of the
+daemon's environment. Client and daemon run from a venv, outside the repo folder."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import free_port
+from venvs import make_venv, run_outside
+
+
+def test_an_isolated_env_sees_runhouse_but_not_the_daemons_other_packages(tmp_path):
+    python = make_venv(tmp_path / "venv")
+    port = free_port()
+    proc = run_outside(
+        python,
+        f"""
+        import json
+        import runhouse as rh
+
+        def probe():
+            import importlib.util, os, sys
+            import runhouse, six
+            return {{
+                "prefix": sys.prefix,
+                "runhouse": os.path.realpath(runhouse.__file__),
+                "six": six.__version__,
+                "visible": [m for m in ("httpx", "uvicorn", "starlette", "yaml")
+                            if importlib.util.find_spec(m) is not None],
+            }}
+
+        cluster = rh.cluster(name="iso", host="localhost", server_connection_type="none",
+                             server_port={port}).up()
+        try:
+            env = rh.env(reqs=["six==1.16.0"], name="iso_env", venv=True)
+            print("RESULT", json.dumps(rh.function(probe).to(cluster, env=env)()))
+        finally:
+            cluster.teardown()
+        """,
+        home=tmp_path / "home",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["prefix"].endswith("iso_env")
+    assert result["six"] == "1.16.0"
+    assert result["runhouse"].startswith(str(tmp_path / "venv"))  # the daemon's installed copy, not the repo
+    assert result["visible"] == []  # the daemon's own dependencies stay out of the env
