@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runhouse.den import service
+from runhouse.den.limits import MAX_TOKEN_LIFETIME_S
 from runhouse.exceptions import RunhouseError
 from runhouse.settings import load_settings
 
@@ -155,11 +156,25 @@ def user_list(db: str | None = DbOption, data_dir: Path | None = DataDirOption) 
         print(username)
 
 
+def _lifetime(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_TOKEN_LIFETIME_S:
+        raise typer.BadParameter(
+            f"{value} is out of range: give 1 to {MAX_TOKEN_LIFETIME_S} seconds (366 days), "
+            "or leave --expires-in out for a token that does not expire"
+        )
+    return value
+
+
 @token_app.command("add")
 def token_add(
     name: str = typer.Argument(..., help="The existing user to mint a token for."),
     token_name: str | None = typer.Option(None, "--name", help="A label to tell tokens apart."),
-    expires_in: int | None = typer.Option(None, "--expires-in", help="Lifetime in seconds (default: none)."),
+    expires_in: int | None = typer.Option(
+        None,
+        "--expires-in",
+        callback=_lifetime,
+        help=f"Lifetime in seconds, 1 to {MAX_TOKEN_LIFETIME_S} (366 days) (default: no expiry).",
+    ),
     db: str | None = DbOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:

@@ -5,7 +5,8 @@ an encrypted secrets vault, usage events and cluster heartbeats, over the HTTP A
 ``docs/den-api.md``. It stores into SQLite (the default, a file in the data dir) or PostgreSQL.
 
 Modules: ``app`` (the FastAPI app factory), ``routes/`` (one router per area), ``registry``
-(resources, access, shares), ``auth`` (tokens and scopes), ``vault`` (encryption), ``usage``,
-``db`` (engine, transactions, migrations), ``models`` (tables), ``migrations/`` (Alembic),
-``service`` (running and stopping the process) and ``admin`` (what the CLI does on the database).
+(resources, access, shares), ``auth`` (tokens and scopes), ``limits`` (what a request may carry),
+``vault`` (encryption), ``usage``, ``db`` (engine, transactions, migrations), ``models`` (tables),
+``migrations/`` (Alembic), ``service`` (running and stopping the process) and ``admin`` (what the
+CLI does on the database).
 """

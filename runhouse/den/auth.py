@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runhouse.den.errors import Unauthenticated
+from runhouse.den.limits import check_token_lifetime
 from runhouse.den.models import Token, User, as_utc, utc_now
 
 TOKEN_PREFIX = "rhd_"
@@ -47,7 +48,11 @@ def mint(
     name: str | None = None,
     expires_in_s: int | None = None,
 ) -> tuple[Token, str]:
-    """Store a new token for ``user_id``; returns its row and the secret (shown once, never stored)."""
+    """Store a new token for ``user_id``; returns its row and the secret (shown once, never stored).
+
+    ``expires_in_s`` is bounded (:data:`~runhouse.den.limits.MAX_TOKEN_LIFETIME_S`), so an expiry
+    always fits the database's timestamps; None mints a token that does not expire."""
+    check_token_lifetime(expires_in_s)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utc_now()
     row = Token(

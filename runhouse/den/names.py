@@ -10,6 +10,7 @@ import re
 from typing import Literal, cast
 
 from runhouse.den.errors import InvalidInput
+from runhouse.den.limits import shown
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -25,7 +26,7 @@ VISIBILITIES: tuple[str, ...] = ("private", "unlisted", "public")
 def check_username(username: str) -> str:
     if not USERNAME_RE.match(username):
         raise InvalidInput(
-            f"invalid username {username!r}: use 1-128 characters, letters, digits and _ . @ + -, "
+            f"invalid username {shown(username)}: use 1-128 characters, letters, digits and _ . @ + -, "
             "starting with a letter or digit"
         )
     return username
@@ -34,7 +35,7 @@ def check_username(username: str) -> str:
 def check_resource_name(name: str) -> str:
     if not RESOURCE_NAME_RE.match(name):
         raise InvalidInput(
-            f"invalid resource name {name!r}: use 1-128 characters, letters, digits and _ . -, "
+            f"invalid resource name {shown(name)}: use 1-128 characters, letters, digits and _ . -, "
             "starting with a letter or digit (no '/': the owner is the first part of /owner/name)"
         )
     return name
@@ -42,7 +43,7 @@ def check_resource_name(name: str) -> str:
 
 def check_visibility(visibility: str) -> Visibility:
     if visibility not in VISIBILITIES:
-        raise InvalidInput(f"invalid visibility {visibility!r}: use one of {', '.join(VISIBILITIES)}")
+        raise InvalidInput(f"invalid visibility {shown(visibility)}: use one of {', '.join(VISIBILITIES)}")
     return cast(Visibility, visibility)
 
 
@@ -50,7 +51,9 @@ def parse_uri(uri: str) -> tuple[str, str]:
     """``"/owner/name"`` -> ``("owner", "name")``, checking both parts."""
     parts = uri.split("/")
     if len(parts) != 3 or parts[0] != "":
-        raise InvalidInput(f"invalid resource URI {uri!r}: write it as /owner/name, e.g. /alice/my-cluster")
+        raise InvalidInput(
+            f"invalid resource URI {shown(uri)}: write it as /owner/name, e.g. /alice/my-cluster"
+        )
     return check_username(parts[1]), check_resource_name(parts[2])
 
 

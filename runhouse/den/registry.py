@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from runhouse.den.auth import Caller, cluster_scope, daemon_scope
 from runhouse.den.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from runhouse.den.limits import json_problem, text_problem
 from runhouse.den.models import Resource, ResourceVersion, Share, Token, User, utc_now
 from runhouse.den.names import Level, at_least, check_resource_name, check_username, uri
 
@@ -27,12 +28,17 @@ SECRET_TYPE = "secret"
 
 
 def encode_config(config: dict[str, Any], what: str = "config") -> str:
-    """The JSON text Den stores for ``config``; 400 without a string resource_type, 413 over 1 MiB."""
+    """The JSON text Den stores for ``config``; 400 without a string resource_type, nested too deeply
+    or holding text Den cannot serve back; 413 over 1 MiB."""
     resource_type = config.get("resource_type")
     if what == "config" and (not isinstance(resource_type, str) or not resource_type):
         raise InvalidInput('the config must be a JSON object with a non-empty string "resource_type"')
     if isinstance(resource_type, str) and len(resource_type) > 128:
         raise InvalidInput("resource_type is limited to 128 characters")
+    if isinstance(resource_type, str) and (problem := text_problem(resource_type)):
+        raise InvalidInput(f"resource_type {problem}")
+    if problem := json_problem(config):
+        raise InvalidInput(f"the {what} {problem}")
     text = dump_json(config, what)
     size = len(text.encode())
     if size > MAX_CONFIG_BYTES:

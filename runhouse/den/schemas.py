@@ -2,20 +2,43 @@
 
 FastAPI validates requests against these (a wrong type is a 422) and documents them in
 ``/openapi.json``. Checks that need a helpful message of our own (names, sizes, the
-``resource_type`` of a config) are made by the routes and raise 400/413 instead.
+``resource_type`` of a config) are made by the routes and raise 400/413 instead. Strings Den
+stores are :data:`Text` (no NUL, valid Unicode) and token lifetimes :data:`Lifetime` (bounded),
+both refused with a 422 that says the rule.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
+from runhouse.den.limits import MAX_TOKEN_LIFETIME_S, text_problem, token_lifetime_problem
 from runhouse.den.names import Level, ShareLevel, Visibility
 
 EventKind = Literal["cluster_up", "cluster_down", "deploy", "call"]
 MAX_EVENTS = 1000
+
+
+def _storable(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise PydanticCustomError("den_text", "the text {problem}", {"problem": problem})
+    return value
+
+
+def _lifetime(value: object) -> object:
+    problem = token_lifetime_problem(value)
+    if problem:
+        raise PydanticCustomError("den_token_lifetime", "{problem}", {"problem": problem})
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+Lifetime = Annotated[int, Field(ge=1, le=MAX_TOKEN_LIFETIME_S), BeforeValidator(_lifetime)]
+LIFETIME_HELP = f"Lifetime in seconds, 1 to {MAX_TOKEN_LIFETIME_S} (366 days); null: never expires."
 
 
 class Health(BaseModel):
@@ -29,8 +52,8 @@ class Me(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    name: str | None = Field(default=None, max_length=128)
-    expires_in_s: int | None = Field(default=None, gt=0)
+    name: Text | None = Field(default=None, max_length=128)
+    expires_in_s: Lifetime | None = Field(default=None, description=LIFETIME_HELP)
 
 
 class TokenCreated(BaseModel):
@@ -52,12 +75,12 @@ class TokenInfo(BaseModel):
 
 class ClusterTokenCreate(BaseModel):
     cluster: str = Field(description="The cluster's URI, /owner/name.")
-    name: str | None = Field(default=None, max_length=128)
-    expires_in_s: int | None = Field(default=None, gt=0)
+    name: Text | None = Field(default=None, max_length=128)
+    expires_in_s: Lifetime | None = Field(default=None, description=LIFETIME_HELP)
 
 
 class AuthCheck(BaseModel):
-    token: str = Field(description="The token the daemon's caller presented.")
+    token: Text = Field(description="The token the daemon's caller presented.", max_length=4096)
     resource: str | None = Field(default=None, description="A URI; null means the daemon's cluster.")
 
 
@@ -130,8 +153,8 @@ class AccessEntry(BaseModel):
 
 
 class SecretPut(BaseModel):
-    values: dict[str, str]
-    provider: str | None = Field(default=None, max_length=128)
+    values: dict[Text, Text]
+    provider: Text | None = Field(default=None, max_length=128)
     visibility: Visibility | None = None
 
 
@@ -144,9 +167,9 @@ class SecretOut(BaseModel):
 class Event(BaseModel):
     kind: EventKind
     cluster: str = Field(description="The cluster's URI, /owner/name.")
-    resource: str | None = Field(default=None, max_length=258)
+    resource: Text | None = Field(default=None, max_length=258)
     count: int = Field(default=1, ge=1, le=1_000_000_000)
-    username: str | None = None
+    username: Text | None = None
 
 
 class Events(BaseModel):

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runhouse.den.errors import InvalidInput
+from runhouse.den.limits import shown
 from runhouse.den.models import UsageEvent, utc_now
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -43,24 +44,29 @@ class Aggregate:
 
 def parse_since(text: str) -> datetime:
     """``since`` as naive UTC: unix seconds, an ISO 8601 time (UTC unless it says otherwise), or a
-    duration back from now such as ``90m``, ``2h``, ``7d``."""
+    duration back from now such as ``90m``, ``2h``, ``7d``; 400 for anything else, or for a time
+    outside the years 1-9999."""
     value = text.strip()
     try:
         return datetime.fromtimestamp(float(value), timezone.utc).replace(tzinfo=None)
     except (ValueError, OverflowError, OSError):
         pass
-    relative = _RELATIVE.match(value)
-    if relative:
-        return utc_now() - timedelta(seconds=float(relative.group(1)) * _UNIT_S[relative.group(2)])
     try:
+        relative = _RELATIVE.match(value)
+        if relative:
+            return utc_now() - timedelta(seconds=float(relative.group(1)) * _UNIT_S[relative.group(2)])
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    except OverflowError:
+        raise InvalidInput(
+            f"since={shown(text)} is out of range: give a time between the years 1 and 9999"
+        ) from None
     except ValueError:
         raise InvalidInput(
-            f"cannot read since={text!r}: give unix seconds, an ISO time like 2025-01-31T12:00:00Z, "
+            f"cannot read since={shown(text)}: give unix seconds, an ISO time like 2025-01-31T12:00:00Z, "
             "or a duration like 30m, 2h, 7d"
         ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed
 
 

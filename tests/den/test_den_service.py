@@ -56,7 +56,8 @@ def test_user_add_prints_the_token_last_and_refuses_duplicates(den: DenServer) -
     token = den.add_user(name)
     with den.client(token) as http:
         assert http.get("/v1/me").json() == {"username": name}
-    again = den.cli("user", "add", name, "--db", den.db_url, check=False)
+    wide = {"COLUMNS": "250"}  # rich wraps at the terminal width; the name's length varies
+    again = den.cli("user", "add", name, "--db", den.db_url, check=False, env=wide)
     assert again.returncode == 1
     assert "already exists" in again.stderr and f"runhouse den token add {name}" in again.stderr
     bad = den.cli("user", "add", "no spaces", "--db", den.db_url, check=False)

@@ -22,7 +22,7 @@ def _rows(person, **params) -> dict[tuple, dict]:
 def test_events_aggregate_per_user_cluster_kind_and_resource(people) -> None:
     alice, bob = people("alice"), people("bob")
     cluster = _cluster(alice, "gpu")
-    alice.http.put(f"/v1/resources{cluster}/access/{bob.name}", json={"access_level": "read"})
+    alice.http.put(f"/v1/resources{cluster}/access/{bob.name}", json={"access_level": "write"})
     events = [
         {"kind": "cluster_up", "cluster": cluster},
         {"kind": "deploy", "cluster": cluster, "resource": "/x/fn"},
@@ -38,7 +38,7 @@ def test_events_aggregate_per_user_cluster_kind_and_resource(people) -> None:
     assert rows[(alice.name, cluster, "cluster_up", None)]["count"] == 1
     assert rows[(bob.name, cluster, "call", "/x/fn")]["count"] == 1
     assert calls["first"] <= calls["last"]
-    assert set(_rows(bob, cluster=cluster)) == set(rows)  # bob can read the cluster
+    assert set(_rows(bob, cluster=cluster)) == set(rows)  # bob can read the cluster too
 
 
 def test_usage_is_only_shown_for_readable_clusters(people) -> None:
@@ -103,6 +103,7 @@ def test_daemon_events_name_the_user_and_are_forced_to_its_cluster(people, den: 
 def test_usage_cli_prints_who_used_what_and_when(people, den: DenServer) -> None:
     alice, bob = people("alice"), people("bob")
     cluster = _cluster(alice, "cli")
+    alice.http.put(f"/v1/resources{cluster}/access/{bob.name}", json={"access_level": "write"})
     alice.http.post("/v1/events", json={"events": [{"kind": "cluster_up", "cluster": cluster}]})
     bob.http.post(
         "/v1/events", json={"events": [{"kind": "call", "cluster": cluster, "resource": "fn", "count": 9}]}

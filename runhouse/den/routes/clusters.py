@@ -26,14 +26,34 @@ def can_read_cluster(session: Session, caller: Caller, cluster_uri: str) -> bool
     return resource is not None and at_least(registry.access_level(session, caller.user_id, resource), "read")
 
 
-def _events_of(caller: Caller, body: Events) -> list[usage.NewEvent]:
+def _require_write(session: Session, caller: Caller, cluster_uri: str) -> None:
+    """403 unless the user may change ``cluster_uri`` (clusters not saved yet: only in their namespace)."""
+    owner, name = parse_uri(cluster_uri)
+    if owner == caller.username:
+        return
+    resource = registry.find_resource(session, owner, name)
+    if resource is None:
+        raise Forbidden(
+            f"user {caller.username} needs write access to cluster {cluster_uri} to record its usage, "
+            "and no such cluster is saved in this Den"
+        )
+    registry.require_access(session, caller, resource, owner, "write")
+
+
+def _events_of(session: Session, caller: Caller, body: Events) -> list[usage.NewEvent]:
+    """The events to store. A daemon token records for its own cluster only, naming the users it
+    authenticated; a user records as themself, and only for clusters they may write."""
     found: list[usage.NewEvent] = []
+    writable: set[str] = set()
     for event in body.events:
-        if caller.kind == "daemon":  # the cluster is its own; it names the user it authenticated
+        if caller.kind == "daemon":
             cluster = caller.cluster or ""
             username = check_username(event.username) if event.username else caller.username
-        else:  # a user reports only as themself, so nobody can put usage in another's name
+        else:
             cluster = uri(*parse_uri(event.cluster))
+            if cluster not in writable:
+                _require_write(session, caller, cluster)
+                writable.add(cluster)
             username = caller.username
         found.append(usage.NewEvent(username, cluster, event.kind, event.resource, event.count))
     return found
@@ -41,11 +61,12 @@ def _events_of(caller: Caller, body: Events) -> list[usage.NewEvent]:
 
 @router.post("/events")
 async def post_events(body: Events, token: AnyToken, db: Db) -> Recorded:
-    """Record usage events (a user token reports as itself; a daemon token for its own cluster)."""
+    """Record usage events: a cluster's daemon token for its own cluster, or a user with write
+    access to each cluster named (recorded under the user's own name)."""
     if len(body.events) > MAX_EVENTS:
         raise InvalidInput(f"{len(body.events)} events in one request; send at most {MAX_EVENTS} per request")
     return await db.write(
-        token, lambda s, caller: Recorded(recorded=usage.record(s, _events_of(caller, body)))
+        token, lambda s, caller: Recorded(recorded=usage.record(s, _events_of(s, caller, body)))
     )
 
 
@@ -87,7 +108,10 @@ async def heartbeat(owner: str, name: str, body: Heartbeat, token: AnyToken, db:
 
     def work(session: Session, caller: Caller) -> Ok:
         if caller.kind == "daemon" and caller.cluster != uri(owner, name):
-            raise Forbidden(f"this daemon token belongs to cluster {caller.cluster}, not {uri(owner, name)}")
+            raise Forbidden(
+                f"this daemon token belongs to cluster {caller.cluster}, not {uri(owner, name)}: a heartbeat "
+                "needs that cluster's own daemon token or a user with write access to it"
+            )
         resource = registry.require_resource(session, owner, name, lock=True)
         if caller.kind != "daemon":
             registry.require_access(session, caller, resource, owner, "write")

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from runhouse.den import registry
 from runhouse.den.auth import Caller
 from runhouse.den.errors import InvalidInput
+from runhouse.den.limits import MAX_HISTORY_LIMIT, shown, text_problem
 from runhouse.den.models import Resource, as_utc
 from runhouse.den.names import Visibility, check_resource_name, check_username
 from runhouse.den.routes.deps import Db, UserToken
@@ -82,7 +83,9 @@ async def get_history(
     name: str,
     token: UserToken,
     db: Db,
-    limit: int | None = Query(default=None, ge=1, description="At most this many, newest first."),
+    limit: int | None = Query(
+        default=None, ge=1, le=MAX_HISTORY_LIMIT, description="At most this many, newest first."
+    ),
 ) -> list[HistoryEntry]:
     """Every saved version of /owner/name, newest first; needs read."""
 
@@ -117,6 +120,11 @@ async def list_resources(
     resource_type: str | None = None,
 ) -> list[ResourceListed]:
     """What the caller may see: their own, shared with them, and public resources."""
+    if resource_type is not None and (len(resource_type) > 128 or text_problem(resource_type)):
+        raise InvalidInput(
+            f"invalid resource_type={shown(resource_type)}: a resource type is at most 128 characters "
+            "of valid text, without NUL"
+        )
 
     def read(session: Session, caller: Caller) -> list[ResourceListed]:
         return [

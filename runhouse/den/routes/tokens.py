@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from runhouse.den import auth, registry
 from runhouse.den.auth import Caller
 from runhouse.den.errors import Forbidden, NotFound
+from runhouse.den.limits import shown, text_problem
 from runhouse.den.models import Token, as_utc
 from runhouse.den.names import Level, parse_uri, uri
 from runhouse.den.routes.deps import DaemonToken, Db, UserToken
@@ -76,9 +77,9 @@ async def revoke_token(token_id: str, token: UserToken, db: Db) -> Revoked:
     """Revoke one of the caller's tokens; Den refuses it from then on (401)."""
 
     def work(session: Session, caller: Caller) -> Revoked:
-        row = session.get(Token, token_id)
+        row = None if text_problem(token_id) else session.get(Token, token_id)
         if row is None or row.user_id != caller.user_id:
-            raise NotFound(f"you ({caller.username}) have no token with id {token_id!r}")
+            raise NotFound(f"you ({caller.username}) have no token with id {shown(token_id)}")
         row.revoked = True
         return Revoked(revoked=True)
 
