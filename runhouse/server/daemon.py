@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import secrets
 from importlib import import_module
 from pathlib import Path
@@ -17,6 +18,7 @@ import uvicorn
 from runhouse.server.app import FIXED_PATHS, create_app
 from runhouse.server.denauth import IDENTITY_FILE, DenAuth, DenIdentity
 from runhouse.server.fastpath import FastCalls, make_protocol
+from runhouse.server.http import Limits, with_limits
 from runhouse.server.loop import has_uvloop
 from runhouse.settings import Settings
 
@@ -27,6 +29,28 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def limits_for(settings: Settings) -> Limits:
+    """The HTTP limits every connection meets before authentication (see :mod:`runhouse.server.http`)."""
+    return Limits(
+        max_body=settings.max_body_mb << 20,
+        max_header=settings.max_header_kb << 10,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the open-file limit so that the connection cap, not EMFILE, is what new clients meet
+    (a refused accept would shut out ``GET /check`` too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # workers' sockets, logs, the listening socket
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def run_daemon(
@@ -61,6 +85,7 @@ def run_daemon(
         if identity is not None
         else None
     )
+    _allow_open_files(settings.max_connections)
     app = create_app(settings, port, token, autostop_mins=autostop_mins, den=den, den_auth=den_auth)
     tls_files: tuple[Path | None, Path | None] = (None, None)
     if tls:  # imported here: cryptography costs ~8 MB and 50 ms that plain-HTTP daemons do not need
@@ -72,7 +97,7 @@ def run_daemon(
         log_level="warning",
         access_log=False,
         loop="uvloop" if has_uvloop() else "asyncio",
-        http=make_protocol(FastCalls(app.daemon_state, app, FIXED_PATHS)),
+        http=with_limits(make_protocol(FastCalls(app.daemon_state, app, FIXED_PATHS)), limits_for(settings)),
         lifespan="on",
         timeout_graceful_shutdown=5,
         server_header=False,
