@@ -114,7 +114,9 @@ def link_runtime(venv: Path, runtime: Path) -> None:
     cfg = venv / "pyvenv.cfg"
     text = cfg.read_text()
     if "include-system-site-packages = true" in text:
-        cfg.write_text(text.replace("include-system-site-packages = true", "include-system-site-packages = false"))
+        cfg.write_text(
+            text.replace("include-system-site-packages = true", "include-system-site-packages = false")
+        )
 
 
 class EnvBuilder:
