@@ -20,12 +20,12 @@ from runhouse.server.denauth import IDENTITY_FILE, DenAuth, DenIdentity
 from runhouse.server.fastpath import FastCalls, make_protocol
 from runhouse.server.http import Limits, with_limits
 from runhouse.server.loop import has_uvloop
-from runhouse.settings import Settings
+from runhouse.settings import Settings, private_dir
 
 
 def write_private(path: Path, text: str) -> None:
     """Write a file only the owner can read (tokens, pid files)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -66,8 +66,7 @@ def run_daemon(
     With ``den_auth``, callers may present Den tokens (checked with Den, see
     :mod:`runhouse.server.denauth`); the Den identity comes from ``den.json`` in the daemon folder."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    folder = settings.daemon_dir(port)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = settings.make_daemon_dir(port)
     token_file = folder / "token"
     token = token_file.read_text().strip() if token_file.exists() else ""
     if not token:
