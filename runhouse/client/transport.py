@@ -105,12 +105,18 @@ class SyncTransport:
                 conn.close()
                 self._local.conn = None
                 raise ConnectionError_(f"request to {self.endpoint.url}{path} failed: {e}") from e
+            except BaseException:
+                # Ctrl-C while waiting: the reply is never read here, and closing the connection
+                # is what tells the daemon to cancel the call.
+                conn.close()
+                self._local.conn = None
+                raise
         assert conn is not None and reply is not None and chunks is not None
         try:
             yield SyncReply(reply.status, reply.headers, chunks)
             for _ in chunks:  # drain what the caller did not read, so the connection is reusable
                 pass
-        except BaseException:
+        except BaseException:  # an error or Ctrl-C mid-reply: closing also cancels the call on the cluster
             conn.close()
             self._local.conn = None
             raise

@@ -69,6 +69,7 @@ class CallOptions:
     stream_logs: bool = True
     remote: bool = False  # keep the result on the cluster and return a reference
     shm: bool = False  # same host: large buffers may travel through shared memory
+    timeout: float | None = None  # seconds; past them the cluster cancels the call (TimeoutError)
 
     def header(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class CallOptions:
             "stream_logs": self.stream_logs,
             "remote": self.remote,
             "shm": self.shm,
+            "timeout": self.timeout,
         }
 
 

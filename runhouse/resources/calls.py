@@ -6,10 +6,15 @@ against :data:`CALL_OPTIONS`; an unknown name is an error listing the valid ones
 arguments to the call, in which case a keyword the user's own function declares is passed to the
 function instead: ``fn(x, stream_logs=False)`` gives ``stream_logs`` to ``fn`` if ``fn`` has such
 a parameter.
+
+``timeout=`` (seconds) bounds a call on the cluster: past it the call is cancelled there and
+raises ``TimeoutError`` here. A call is also cancelled when its caller goes away (Ctrl-C, a
+cancelled task, a closed connection).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -29,9 +34,12 @@ class Options:
     run_name: str | None = None
     remote: bool = False
     serialization: str = "pickle"
+    timeout: float | None = None  # seconds on the cluster; then it cancels the call (TimeoutError)
 
     def wire(self) -> CallOptions:
-        return CallOptions(self.serialization, self.run_name, self.stream_logs, self.remote)
+        return CallOptions(
+            self.serialization, self.run_name, self.stream_logs, self.remote, timeout=self.timeout
+        )
 
 
 CALL_OPTIONS = tuple(f.name for f in fields(Options))
@@ -45,6 +53,14 @@ def make_options(base: Options, given: dict[str, Any]) -> Options:
         )
     if "serialization" in given and given["serialization"] not in SERIALIZATIONS:
         raise ConfigError(f"serialization must be one of {', '.join(SERIALIZATIONS)}")
+    timeout = given.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigError(f"timeout must be a number of seconds above 0, or None (got {timeout!r})")
     return replace(base, **given)
 
 

@@ -12,6 +12,9 @@ Everything else (other routes, Den tokens, refusals, large or chunked bodies, ``
 request pipelined behind an unfinished one) takes uvicorn's normal path, and the two never answer
 out of order: while a fast call is in flight, later requests on the connection queue up exactly as
 uvicorn queues pipelined requests.
+
+A client that closes its connection while its fast call is in flight cancels the call: the
+protocol's ``connection_lost`` tells the worker (no task or timer per call watches for it).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from runhouse.server.http import CoalescingHttpToolsProtocol
 from runhouse.server.routes.calls import submit_call
 from runhouse.server.routes.relay import FINAL_KINDS, Reply, final_reply, relay, reply_for_error
 from runhouse.server.state import DaemonState
-from runhouse.server.workers import PendingCall, WorkerHandle
+from runhouse.server.workers import GONE, PendingCall, WorkerHandle
 
 log = logging.getLogger("runhouse.daemon")
 
@@ -96,6 +99,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         self._body: list[bytes] = []
         self._fast_cycle: _FastCycle | None = None
         self._content_type = ""
+        self._in_flight: tuple[WorkerHandle, int, PendingCall] | None = None  # the fast call answered now
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -145,6 +149,17 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
             self._finish(reply_for_error(exc))
             return
         pending.notify = lambda: self._first_reply(worker, cid, pending, fmt, run_name)
+        self._in_flight = (worker, cid, pending)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        in_flight = self._in_flight
+        if in_flight is not None:  # the client went away mid-call: cancel it on the worker
+            self._in_flight = None
+            worker, cid, pending = in_flight
+            pending.notify = None
+            pending.push(GONE, None)  # ends a streaming relay waiting for the next reply
+            worker.cancel(cid)
+        super().connection_lost(exc)
 
     # -- replies --------------------------------------------------------------------------------
     def _first_reply(
@@ -153,6 +168,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         try:
             header, body = pending.first()
             if header[0] in FINAL_KINDS:
+                self._in_flight = None
                 pending.take()
                 worker.forget(cid)
                 self._finish(final_reply(header, body, fmt))
@@ -160,7 +176,8 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
             self.loop.create_task(self._stream(worker, cid, pending, fmt, run_name))
         except Exception as exc:  # noqa: BLE001 - never let a reply problem reach the worker channel
             log.exception("fast path failed to answer a call")
-            worker.forget(cid)
+            self._in_flight = None
+            worker.cancel(cid)
             self._finish(reply_for_error(exc))
 
     async def _stream(
@@ -168,7 +185,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
     ) -> None:
         writer = _ChunkedWriter(self)
         try:
-            reply = await relay(self._fast.state, worker, cid, pending, fmt, run_name)
+            reply = await relay(self._fast.state, worker, cid, pending, fmt, run_name, watch=False)
             await reply({}, _no_receive, writer.send)
         except Exception as exc:  # noqa: BLE001 - the head may be out already: end the connection
             log.exception("streamed call failed")
@@ -177,6 +194,9 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
             else:
                 self._finish(reply_for_error(exc))
             return
+        finally:
+            if self._in_flight is not None and self._in_flight[2] is pending:  # not a next request's
+                self._in_flight = None
         if not writer.done:
             self.transport.close()
 

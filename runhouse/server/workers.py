@@ -5,6 +5,11 @@ call id; replies are routed to the :class:`PendingCall` waiting for that id. Whe
 closes unexpectedly (the user's code called ``os._exit``, segfaulted, or was OOM-killed) every
 in-flight call fails with :class:`~runhouse.exceptions.WorkerDied` naming the worker, its pid and
 how it ended; the daemon keeps serving the other workers, and the next deploy starts a fresh one.
+
+A call whose caller went away is cancelled with :meth:`WorkerHandle.cancel`: the daemon stops
+waiting for it (so it no longer counts as in flight, for status and autostop) and tells the worker,
+which cancels or interrupts it. A call with a ``timeout`` is timed out by the worker; the daemon
+also gives up by itself ``TIMEOUT_GRACE_S`` later, in case the worker cannot answer at all.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import pickle
 import signal
 import socket
 import subprocess
@@ -30,17 +36,20 @@ log = logging.getLogger("runhouse.daemon")
 
 DEFAULT_ENV = "default_env"
 START_TIMEOUT_S = 60.0
+TIMEOUT_GRACE_S = 5.0  # past a call's timeout, how long the daemon waits for the worker to say so
+GONE = ("gone", 0)  # pushed to a PendingCall whose caller disconnected: stop relaying
 
 
 class PendingCall:
     """Replies for one request, consumed in order by the route that sent it."""
 
-    __slots__ = ("_items", "_waiter", "started", "notify")
+    __slots__ = ("_items", "_waiter", "started", "notify", "deadline")
 
     def __init__(self) -> None:
         self._items: deque[tuple[Any, Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.started = time.time()
+        self.deadline: asyncio.TimerHandle | None = None  # the daemon's own bound on a timed call
         # called once, with no arguments, when the first reply arrives (the daemon's fast path)
         self.notify: Callable[[], None] | None = None
 
@@ -146,6 +155,12 @@ class WorkerHandle:
         pending = PendingCall()
         self._pending[cid] = pending
         self._channel.send((kind, cid, *fields), body)
+        if kind == "call":
+            timeout = fields[3].get("timeout")
+            if timeout is not None:
+                pending.deadline = asyncio.get_running_loop().call_later(
+                    timeout + TIMEOUT_GRACE_S, self._expire, cid, fields[0], fields[1], fields[2], timeout
+                )
         return cid, pending
 
     @property
@@ -153,7 +168,43 @@ class WorkerHandle:
         return len(self._pending)
 
     def forget(self, cid: int) -> None:
-        self._pending.pop(cid, None)
+        """The request is over (its final reply was taken): stop tracking it."""
+        pending = self._pending.pop(cid, None)
+        if pending is not None and pending.deadline is not None:
+            pending.deadline.cancel()
+
+    def cancel(self, cid: int) -> None:
+        """The caller of call ``cid`` went away before its final reply: stop waiting for it and
+        tell the worker to cancel it. Nothing happens for a request already forgotten."""
+        pending = self._pending.pop(cid, None)
+        if pending is None:
+            return
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+        if self.alive and self._channel is not None:
+            self._channel.send(("cancel", cid), None)
+
+    def _expire(self, cid: int, key: str, method: str, ser: str, timeout: float) -> None:
+        """A timed call the worker did not answer in time (its loop is blocked): give up on it."""
+        pending = self._pending.get(cid)
+        if pending is None:
+            return
+        self.cancel(cid)
+        target = key if method == "call" else f"{key}.{method}"
+        message = (
+            f"call to {target} timed out after {timeout:g} s; worker {self.name!r} (pid {self.pid}) did not "
+            f"answer within {TIMEOUT_GRACE_S:g} s more, so the daemon gave up on it (the worker may be "
+            "blocked by code running on its event loop)"
+        )
+        log.warning(message)
+        info = {
+            "type": "builtins.TimeoutError",
+            "message": message,
+            "traceback": "",
+            "pickled": pickle.dumps(TimeoutError(message), protocol=5) if ser == "pickle" else None,
+            "http_status": 504,
+        }
+        pending.push(("error", cid, info), None)
 
     async def request(self, kind: str, *fields: Any, body: Any = None) -> tuple[Any, Any]:
         """A request with one reply: returns ``(header, body)``; error replies are returned too."""
@@ -195,6 +246,8 @@ class WorkerHandle:
             "worker_died": True,
         }
         for cid, pending in list(self._pending.items()):
+            if pending.deadline is not None:
+                pending.deadline.cancel()
             pending.push(("error", cid, info), None)
         self._pending.clear()
         if self._hello is not None and not self._hello.done():

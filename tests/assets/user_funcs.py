@@ -168,3 +168,53 @@ def sigkill_self():
 
 def apply(fn, value):
     return fn(value)
+
+
+# -- cancellation and timeouts (tests/server/test_cancel.py) -------------------------------------
+
+
+def _note(path, text):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+
+
+def loop_in_python(path, say=False, interval=0.05):
+    """Never returns: appends a line to ``path`` (and prints, with ``say``) every ``interval``."""
+    _note(path, "start")
+    while True:
+        _note(path, "tick")
+        if say:
+            print("tick", flush=True)
+        time.sleep(interval)
+
+
+def block_in_c(path):
+    """Never returns, blocked in C where no interrupt reaches it."""
+    _note(path, "start")
+    threading.Event().wait()
+
+
+async def wait_async(path, seconds=3600):
+    _note(path, "start")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _note(path, "cancelled")
+        raise
+    return seconds
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def takes_timeout(x, timeout=None):
+    return {"x": x, "timeout": timeout}
+
+
+def on_loop_thread(block_s=0.0):
+    """Whether the worker ran this call on its event loop's thread (a promoted fast method)."""
+    if block_s:
+        time.sleep(block_s)
+    return threading.current_thread() is threading.main_thread()

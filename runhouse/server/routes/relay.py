@@ -4,6 +4,12 @@ The first reply decides the shape: a final reply (result, error, ok) becomes one
 with a Content-Length; anything else (printed output, a generator item) starts a streamed
 response that relays replies as they come. A call that prints nothing therefore pays nothing for
 output streaming.
+
+A caller that disconnects cancels its call: while a reply is awaited or streamed, the ASGI
+``receive`` is watched for ``http.disconnect`` (uvicorn's ``send`` drops writes to a closed
+connection silently, so writing would not tell), and the worker is told to cancel the call. The
+daemon's fast path watches its connection itself (``connection_lost``) and pushes
+:data:`~runhouse.server.workers.GONE` to the call's replies, which ends a relay the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from runhouse.protocol.wire import (
     json_envelope,
 )
 from runhouse.server.state import DaemonState
-from runhouse.server.workers import PendingCall, WorkerHandle
+from runhouse.server.workers import GONE, PendingCall, WorkerHandle
 
 log = logging.getLogger("runhouse.daemon")
 FINAL_KINDS = frozenset({"result", "error", "end", "ok"})
@@ -146,7 +152,9 @@ def _simple_json(header: Any, body: Any) -> Any:
     if kind == "error":
         info = header[2]
         return error_reply(
-            500, info["type"], info["message"] + ("\n" + info["traceback"] if info["traceback"] else "")
+            info.get("http_status", 500),
+            info["type"],
+            info["message"] + ("\n" + info["traceback"] if info["traceback"] else ""),
         )
     if kind == "ok":
         return Reply([json.dumps(header[2]).encode()], "application/json")
@@ -166,7 +174,7 @@ def final_reply(header: Any, body: Any, fmt: str) -> Reply:
         return Reply(_frame(header, body), FRAMES_CONTENT_TYPE)
     if fmt == "none":
         return _simple_json(header, body)
-    code = 500 if header[0] == "error" else 200
+    code = header[2].get("http_status", 500) if header[0] == "error" else 200
     return Reply([_envelope(header, body)], "application/json", code)
 
 
@@ -178,29 +186,104 @@ async def relay(
     fmt: str,
     run_name: str | None,
     on_final: OnFinal = None,
+    *,
+    watch: bool = True,
 ) -> Any:
-    """Build the response for a submitted request; ``fmt`` is ``frames``, ``json`` or ``none``.
+    """The ASGI reply for a submitted request; ``fmt`` is ``frames``, ``json`` or ``none``.
 
-    ``on_final(header)`` sees the final reply before it is sent (deploy uses it to register keys).
+    The reply waits for the worker when it is sent, watching ``receive`` for the caller going away
+    (unless ``watch`` is False: the fast path watches its connection itself). ``on_final(header)``
+    sees the final reply before it is sent; with it (deploy) the first reply is awaited here, so
+    the route can look at the reply's ``status`` before it goes out.
     """
-    if on_final is not None:
-        pending = _Watched(pending, on_final)
+    if on_final is None:
+        return _Relay(state, worker, cid, pending, fmt, run_name, watch)
+    pending = _Watched(pending, on_final)
     try:
         header, body = await pending.next()
     except BaseException:
-        worker.forget(cid)
+        worker.cancel(cid)
         raise
+    return _shape(state, worker, cid, pending, fmt, run_name, header, body)
+
+
+def _shape(
+    state: DaemonState,
+    worker: WorkerHandle,
+    cid: int,
+    pending: PendingCall,
+    fmt: str,
+    run_name: str | None,
+    header: Any,
+    body: Any,
+) -> Any:
+    """The reply that starts with the first worker message ``header``: whole or streamed."""
     if header[0] in FINAL_KINDS:
         worker.forget(cid)
         return final_reply(header, body, fmt)
-    if fmt == "none":  # a bare-JSON caller gets only the final value; output is kept for /logs
-        while header[0] not in FINAL_KINDS:
-            if header[0] == "out" and run_name:
-                state.record_output(run_name, header[2])
-            header, body = await pending.next()
-        worker.forget(cid)
-        return _simple_json(header, body)
     return _Streamed(state, worker, cid, pending, fmt, run_name, header, body)
+
+
+class _Relay:
+    """Waits for a call's first reply when sent, then answers whole or streams (see :func:`relay`)."""
+
+    def __init__(
+        self,
+        state: DaemonState,
+        worker: WorkerHandle,
+        cid: int,
+        pending: PendingCall,
+        fmt: str,
+        run_name: str | None,
+        watch: bool,
+    ) -> None:
+        self._args = (state, worker, cid, pending, fmt, run_name)
+        self._watch = watch
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        state, worker, cid, pending, fmt, run_name = self._args
+        watcher = None
+        if self._watch:
+            watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, pending))
+        try:
+            try:
+                header, body = await pending.next()
+                if fmt == "none":  # a bare-JSON caller gets only the final value; output is kept for /logs
+                    while header[0] not in FINAL_KINDS and header is not GONE:
+                        if header[0] == "out" and run_name:
+                            state.record_output(run_name, header[2])
+                        header, body = await pending.next()
+                    if header[0] in FINAL_KINDS:
+                        worker.forget(cid)
+                        reply: Any = _simple_json(header, body)
+                    else:
+                        reply = None
+                elif header is GONE:
+                    reply = None
+                else:
+                    reply = _shape(state, worker, cid, pending, fmt, run_name, header, body)
+            except Exception as exc:  # noqa: BLE001 - nothing is sent yet: answer with the error
+                worker.cancel(cid)
+                reply = reply_for_error(exc)
+            except BaseException:
+                worker.cancel(cid)
+                raise
+            if reply is None:  # the caller went away
+                worker.cancel(cid)
+                return
+            await reply(scope, receive, send)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+
+async def _watch_disconnect(receive: Any, pending: PendingCall) -> None:
+    """Until cancelled: when the client disconnects, end the relay waiting on ``pending``."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            pending.push(GONE, None)
+            return
 
 
 async def _start_stream(send: Any, fmt: str) -> None:
@@ -293,11 +376,12 @@ class _Streamed:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         state, worker, cid, pending, fmt, run_name = self._args
         header, body = self._first
-        await _start_stream(send, fmt)
+        final = False
         try:
+            await _start_stream(send, fmt)
             if run_name:
                 state.running_runs.add(run_name)
-            while True:
+            while header is not GONE:
                 if header[0] == "out" and run_name:
                     state.record_output(run_name, header[2])
                 chunk = _chunk(fmt, header, body)
@@ -307,6 +391,9 @@ class _Streamed:
                     return
                 header, body = await pending.next()
         finally:
-            worker.forget(cid)
+            if final:
+                worker.forget(cid)
+            else:  # the caller went away, or sending failed: the call is of no use any more
+                worker.cancel(cid)
             if run_name:
                 state.running_runs.discard(run_name)

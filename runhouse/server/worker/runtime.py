@@ -12,6 +12,12 @@ Messages in (header tuples; ``body`` carries serialized user data):
 * ``("deploy", cid, key, spec, serialization)`` + pickled object or init args
 * ``("put", cid, key, serialization)`` + payload, ``("get", cid, key, serialization)``
 * ``("keys", cid)``, ``("delete", cid, [keys])``, ``("rename", cid, old, new)``, ``("status", cid)``
+* ``("cancel", cid)``: the call ``cid``'s caller went away; no reply
+
+A call is cancelled when its caller goes away or its ``opts["timeout"]`` passes (then the caller
+gets a ``TimeoutError``): a coroutine's task is cancelled, a sync call's thread is interrupted
+(see :mod:`threads`), and the call leaves ``running`` at once; whatever it sends afterwards is
+dropped. Object operations (get, put) have threads of their own, so stuck calls cannot block them.
 
 Messages out: ``("out", cid, text)``, ``("item", cid, serialization)`` + payload,
 ``("result", cid, serialization, extra)`` + payload, ``("error", cid, info)``, ``("end", cid)``,
@@ -25,6 +31,7 @@ import contextvars
 import functools
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,18 +45,22 @@ from runhouse.protocol.wire import GETATTR, SETATTR
 from runhouse.server.worker.capture import OutputSink, current_sink
 from runhouse.server.worker.errors import CallError, error_info
 from runhouse.server.worker.imports import resolve
+from runhouse.server.worker.threads import CallCancelled, CallThreads, clear_interrupt, interrupt
 
 Send = Callable[[Any, Any], None]
+OP_THREADS = 4  # for serializing objects in get/put, apart from the threads user calls run in
 
 
 class WorkerRuntime:
     def __init__(self, name: str, send: Send, loop: asyncio.AbstractEventLoop, threads: int = 64) -> None:
         self.name = name
         self.objects: dict[str, Any] = {}
-        self.running: dict[int, tuple[str, str, float]] = {}
+        self.running: dict[int, _Call] = {}
         self._send = send
         self._loop = loop
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"rh-{name}")
+        self._threads = CallThreads(threads, name)
+        self._ops = ThreadPoolExecutor(OP_THREADS, thread_name_prefix=f"rh-{name}-ops")
+        self._attach_lock = threading.Lock()  # a call's thread and its interruption change under it
         self._speed: dict[tuple[str, str], _Speed] = {}
         self._shm_dir = shm_dir()
 
@@ -58,6 +69,11 @@ class WorkerRuntime:
         kind = header[0]
         if kind == "call":
             self._start_call(header, body)
+            return
+        if kind == "cancel":
+            call = self.running.get(header[1])
+            if call is not None:
+                self._cancel(call)
             return
         handler = getattr(self, f"_op_{kind}", None)
         cid = header[1]
@@ -96,18 +112,21 @@ class WorkerRuntime:
             ctx.run(current_sink.set, sink)
         if shm is not None:
             ctx.run(_shm.set, shm)
-        self.running[cid] = (key, method, time.time())
+        call = self.running[cid] = _Call(cid, key, method, ser, sink)
+        timeout = opts.get("timeout")
+        if timeout is not None:
+            call.timer = self._loop.call_later(timeout, self._time_out, call, timeout)
         store_as = opts.get("run_name") if opts.get("remote") else None
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-            self._loop.create_task(self._run_async(cid, fn, args, kwargs, ser, sink, store_as), context=ctx)
+            call.task = self._loop.create_task(self._run_async(call, fn, args, kwargs, store_as), context=ctx)
             return
         speed = self._speed.get((key, method))
         if speed is None:
             speed = self._speed[(key, method)] = _Speed()
-        if speed.inline:
-            ctx.run(self._run_inline, speed, cid, fn, args, kwargs, ser, sink, store_as)
+        if speed.inline and timeout is None:  # a call with a timeout must not hold the loop
+            ctx.run(self._run_inline, speed, call, fn, args, kwargs, store_as)
         else:
-            self._pool.submit(ctx.run, self._run_sync, cid, fn, args, kwargs, ser, sink, store_as, speed)
+            self._threads.submit(ctx.run, self._run_sync, call, fn, args, kwargs, store_as, speed)
 
     def _resolve(self, key: str, method: str) -> Callable[..., Any]:
         try:
@@ -141,12 +160,10 @@ class WorkerRuntime:
     def _run_inline(
         self,
         speed: _Speed,
-        cid: int,
+        call: _Call,
         fn: Any,
         args: list[Any],
         kwargs: dict[str, Any],
-        ser: str,
-        sink: OutputSink | None,
         store_as: str | None,
     ) -> None:
         """Run a callable known to be quick on the loop thread, saving two thread switches."""
@@ -155,81 +172,84 @@ class WorkerRuntime:
             result = fn(*args, **kwargs)
             if inspect.isgenerator(result) or inspect.isawaitable(result):
                 speed.demote()  # needs the general path; finish this one there
-                self._pool.submit(
-                    contextvars.copy_context().run, self._finish_sync, cid, result, ser, sink, store_as
+                self._threads.submit(
+                    contextvars.copy_context().run, self._run_sync, call, _returning(result), (), {}, store_as
                 )
                 return
-            reply = self._result_reply(cid, result, ser, store_as)
+            reply = self._result_reply(call.cid, result, call.ser, store_as)
         except BaseException as e:  # noqa: BLE001
-            reply = (("error", cid, error_info(e, ser == "pickle")), None)
+            reply = (("error", call.cid, error_info(e, call.ser == "pickle")), None)
         speed.observe_inline(time.perf_counter() - start)
-        self._reply(cid, sink, reply[0], reply[1], True)
+        self._reply(call, reply[0], reply[1], True)
 
     def _run_sync(
         self,
-        cid: int,
+        call: _Call,
         fn: Any,
         args: list[Any],
         kwargs: dict[str, Any],
-        ser: str,
-        sink: OutputSink | None,
         store_as: str | None,
         speed: _Speed | None = None,
     ) -> None:
         """Runs in a pool thread; hands the reply to the loop."""
-        start = time.perf_counter()
+        if not self._attach(call):
+            return  # cancelled while it waited for a thread
         try:
-            result = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001
-            self._loop.call_soon_threadsafe(
-                self._reply, cid, sink, ("error", cid, error_info(e, ser == "pickle")), None, True
-            )
-            return
-        if speed is not None:
-            speed.observe_thread(time.perf_counter() - start, inspect.isgenerator(result))
-        self._finish_sync(cid, result, ser, sink, store_as)
+            reply = self._produce(call, fn, args, kwargs, store_as, speed)
+        finally:
+            self._detach(call)
+        self._loop.call_soon_threadsafe(self._reply, call, reply[0], reply[1], True)
 
-    def _finish_sync(
-        self, cid: int, result: Any, ser: str, sink: OutputSink | None, store_as: str | None
-    ) -> None:
-        """In a pool thread: await or iterate ``result`` as needed and post the reply."""
-        post = self._loop.call_soon_threadsafe
-        try:
-            if inspect.isawaitable(result):
-                result = asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
-            if inspect.isgenerator(result) and store_as is None:
-                for item in result:
-                    post(self._reply, cid, sink, ("item", cid, ser), serialize_parts(item, ser, _shm.get()))
-                post(self._reply, cid, sink, ("end", cid), None, True)
-                return
-            reply = self._result_reply(cid, result, ser, store_as)
-        except BaseException as e:  # noqa: BLE001
-            reply = (("error", cid, error_info(e, ser == "pickle")), None)
-        post(self._reply, cid, sink, reply[0], reply[1], True)
-
-    async def _run_async(
+    def _produce(
         self,
-        cid: int,
+        call: _Call,
         fn: Any,
         args: list[Any],
         kwargs: dict[str, Any],
-        ser: str,
-        sink: OutputSink | None,
+        store_as: str | None,
+        speed: _Speed | None,
+    ) -> tuple[Any, Any]:
+        """In a pool thread: run the call, await or iterate its result as needed; the final reply."""
+        start = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+            if speed is not None:
+                speed.observe_thread(time.perf_counter() - start, inspect.isgenerator(result))
+            if inspect.isawaitable(result):
+                future = asyncio.run_coroutine_threadsafe(_await(result), self._loop)
+                call.task = future  # cancelling the call cancels what it awaits
+                result = future.result()
+            if inspect.isgenerator(result) and store_as is None:
+                post, ser = self._loop.call_soon_threadsafe, call.ser
+                for item in result:
+                    post(self._reply, call, ("item", call.cid, ser), serialize_parts(item, ser, _shm.get()))
+                return ("end", call.cid), None
+            return self._result_reply(call.cid, result, call.ser, store_as)
+        except BaseException as e:  # noqa: BLE001
+            return ("error", call.cid, error_info(e, call.ser == "pickle")), None
+
+    async def _run_async(
+        self,
+        call: _Call,
+        fn: Any,
+        args: list[Any],
+        kwargs: dict[str, Any],
         store_as: str | None,
     ) -> None:
+        cid, ser = call.cid, call.ser
         try:
             if inspect.isasyncgenfunction(fn) and store_as is None:
                 async for item in fn(*args, **kwargs):
-                    self._reply(cid, sink, ("item", cid, ser), serialize_parts(item, ser, _shm.get()))
-                self._reply(cid, sink, ("end", cid), None, True)
+                    self._reply(call, ("item", cid, ser), serialize_parts(item, ser, _shm.get()))
+                self._reply(call, ("end", cid), None, True)
                 return
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
             reply = self._result_reply(cid, result, ser, store_as)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - cancellation included: its reply is dropped
             reply = (("error", cid, error_info(e, ser == "pickle")), None)
-        self._reply(cid, sink, reply[0], reply[1], True)
+        self._reply(call, reply[0], reply[1], True)
 
     def _result_reply(self, cid: int, result: Any, ser: str, store_as: str | None) -> tuple[Any, Any]:
         if store_as is not None:
@@ -241,14 +261,71 @@ class WorkerRuntime:
     def _send_output(self, cid: int, text: str) -> None:
         self._send(("out", cid, text), None)
 
-    def _reply(self, cid: int, sink: OutputSink | None, header: Any, body: Any, final: bool = False) -> None:
+    def _reply(self, call: _Call, header: Any, body: Any, final: bool = False) -> None:
+        if call.done:
+            return  # cancelled or timed out: nobody waits for it
+        sink = call.sink
         if sink is not None:
             sink.flush()
-            if final:
-                sink.closed = True
         if final:
-            self.running.pop(cid, None)
+            self._end(call)
         self._send(header, body)
+
+    def _end(self, call: _Call) -> None:
+        """The call is over for its caller: it leaves ``running`` and sends nothing more."""
+        call.done = True
+        self.running.pop(call.cid, None)
+        if call.timer is not None:
+            call.timer.cancel()
+        if call.sink is not None:
+            call.sink.closed = True
+
+    # -- cancelling ---------------------------------------------------------------------------
+    def _time_out(self, call: _Call, seconds: float) -> None:
+        if call.done:
+            return
+        target = call.key if call.method == "call" else f"{call.key}.{call.method}"
+        error = TimeoutError(
+            f"call to {target} timed out after {seconds:g} s on the cluster and was cancelled"
+        )
+        info = error_info(error, call.ser == "pickle")
+        info["http_status"] = 504  # for JSON callers; frames callers get the TimeoutError itself
+        self._reply(call, ("error", call.cid, info), None, True)
+        self._cancel(call)
+
+    def _cancel(self, call: _Call) -> None:
+        """Stop a call nobody waits for: cancel its task, interrupt its thread."""
+        if not call.done:
+            self._end(call)
+        if call.task is not None:
+            call.task.cancel()
+        with self._attach_lock:
+            thread = call.thread
+            if thread is None or call.interrupted:
+                return  # not started (it never will) or already over
+            call.interrupted = True
+            interrupt(thread)
+        self._threads.abandon(thread)  # given back when the thread returns, if it ever does
+
+    def _attach(self, call: _Call) -> bool:
+        """In the call's thread, before it runs: whether to run it (it may be cancelled already)."""
+        with self._attach_lock:
+            if call.done:
+                return False
+            call.thread = threading.get_ident()
+            return True
+
+    def _detach(self, call: _Call) -> None:
+        """In the call's thread, after it ran: no interrupt may reach whatever the thread runs next."""
+        while True:
+            try:
+                with self._attach_lock:
+                    call.thread = None
+                    if call.interrupted:
+                        clear_interrupt(threading.get_ident())
+                return
+            except CallCancelled:  # the interrupt landed here rather than in the call: done with it
+                continue
 
     # -- object operations --------------------------------------------------------------
     async def _op_deploy(self, key: str, spec: dict[str, Any], ser: str, *, body: Any, cid: int) -> Any:
@@ -261,7 +338,7 @@ class WorkerRuntime:
             ctx = contextvars.copy_context()
             if sink is not None:
                 ctx.run(current_sink.set, sink)
-            obj = await self._loop.run_in_executor(self._pool, ctx.run, lambda: cls(*args, **kwargs))
+            obj = await self._threads.future(self._loop, ctx.run, lambda: cls(*args, **kwargs))
             if sink is not None:
                 sink.flush()
                 sink.closed = True
@@ -298,15 +375,50 @@ class WorkerRuntime:
             "pid": os.getpid(),
             "objects": {k: type(v).__name__ for k, v in self.objects.items()},
             "running": [
-                {"key": k, "method": m, "seconds": round(now - t, 3)} for k, m, t in self.running.values()
+                {"key": c.key, "method": c.method, "seconds": round(now - c.started, 3)}
+                for c in self.running.values()
             ],
+            "threads": self._threads.stats(),
         }
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._loop.run_in_executor(self._pool, fn, *args)
+        """Object operations run in threads of their own: calls stuck in user code cannot starve them."""
+        return await self._loop.run_in_executor(self._ops, fn, *args)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
+        self._ops.shutdown(wait=False, cancel_futures=True)
+
+
+class _Call:
+    """One call in flight: what status shows of it, and what cancelling it needs."""
+
+    __slots__ = (
+        "cid",
+        "key",
+        "method",
+        "ser",
+        "sink",
+        "started",
+        "task",
+        "thread",
+        "timer",
+        "interrupted",
+        "done",
+    )
+
+    def __init__(self, cid: int, key: str, method: str, ser: str, sink: OutputSink | None) -> None:
+        self.cid = cid
+        self.key = key
+        self.method = method
+        self.ser = ser
+        self.sink = sink
+        self.started = time.time()
+        self.task: Any = None  # an asyncio task or a concurrent future: what cancelling it cancels
+        self.thread: int | None = None  # the pool thread running it, while it runs
+        self.timer: asyncio.TimerHandle | None = None
+        self.interrupted = False
+        self.done = False  # its final reply is sent (or it was cancelled): it sends nothing more
 
 
 _MISSING = object()
@@ -367,6 +479,10 @@ class _Speed:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _returning(value: Any) -> Callable[[], Any]:
+    return lambda: value
 
 
 def _decode_args(body: Any, ser: str, shm: Path | None = None) -> tuple[list[Any], dict[str, Any]]:
