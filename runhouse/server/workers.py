@@ -109,6 +109,7 @@ class WorkerHandle:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        log_start = out.tell() if log_path else 0  # type: ignore[union-attr]
         try:
             self._proc = subprocess.Popen(
                 [
@@ -142,6 +143,14 @@ class WorkerHandle:
             await self.stop()
             raise WorkerDied(
                 f"worker {self.name!r} (pid {self.pid}) did not start in {START_TIMEOUT_S:.0f}s"
+                + _log_tail(log_path, log_start)
+            ) from None
+        except WorkerDied:
+            code = self._proc.poll()
+            how = _describe_exit(code) if code is not None else "closed its connection"
+            raise WorkerDied(
+                f"worker {self.name!r} (pid {self.pid}) {how} before it started (python: {self.python})"
+                + _log_tail(log_path, log_start)
             ) from None
         self.alive = True
         log.info("worker %s started (pid %s)", self.name, self.pid)
@@ -294,6 +303,20 @@ class WorkerHandle:
         except psutil.Error:
             pass
         return info
+
+
+def _log_tail(log_path: str | None, start: int, limit: int = 4000) -> str:
+    """The end of what a worker wrote to its log since ``start``, for an error message."""
+    if not log_path:
+        return ""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    text = text[-limit:].rstrip()
+    return f"; the end of its log ({log_path}):\n{text}" if text else f"; its log ({log_path}) is empty"
 
 
 def _describe_exit(code: int | None) -> str:

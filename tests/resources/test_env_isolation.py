@@ -46,3 +46,18 @@ def test_an_isolated_env_sees_runhouse_but_not_the_daemons_other_packages(tmp_pa
     assert result["six"] == "1.16.0"
     assert result["runhouse"].startswith(str(tmp_path / "venv"))  # the daemon's installed copy, not the repo
     assert result["visible"] == []  # the daemon's own dependencies stay out of the env
+
+
+def test_a_worker_that_cannot_start_shows_the_end_of_its_log(cluster):
+    import pytest
+    import user_funcs as uf
+
+    import runhouse as rh
+
+    broken = rh.env(env_vars={"PYTHONHOME": "/nonexistent-python-home"}, name="cannot_start")
+    with pytest.raises(rh.WorkerDied) as died:
+        rh.function(uf.add).to(cluster, env=broken)
+    message = str(died.value)
+    assert "before it started" in message and "the end of its log" in message
+    assert "Fatal Python error" in message or "encodings" in message  # what Python itself printed
+    assert rh.function(uf.add).to(cluster)(1, 2) == 3  # the cluster serves on

@@ -13,6 +13,7 @@ from runhouse.protocol.wire import FRAMES_CONTENT_TYPE
 from runhouse.server.routes._body import check_env_vars, json_body
 from runhouse.server.routes.relay import Progress
 from runhouse.server.state import DaemonState, check_env_name
+from runhouse.server.workers import DEFAULT_ENV
 
 _LIST_FIELDS = ("reqs", "setup_cmds")
 
@@ -97,6 +98,11 @@ async def kill_env(request: Request) -> Response:
     state = _state(request)
     body = await json_body(request, ("name",))
     name = check_env_name(body["name"])
+    if name == DEFAULT_ENV:
+        raise BadRequest(
+            f"{DEFAULT_ENV!r} is the cluster's default env and cannot be stopped; restart the cluster to reset it",
+            400,
+        )
     if not await state.kill_env(name):
         raise BadRequest(f"no env named {name!r} on this cluster", 404)
     return JSONResponse({"name": name, "stopped": True})

@@ -28,6 +28,22 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
+def _raised_by_the_request(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised before any user code ran: its traceback ends in the worker's own
+    frames (arguments that do not fit the signature, an attribute the object does not have)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_OUR_DIR)
+
+
+# HTTP status for JSON callers when the request itself did not fit the object (our own client
+# still gets the exception, re-raised with its type)
+_REQUEST_ERRORS = ((TypeError, 422), (AttributeError, 404))
+
+
 def error_info(exc: BaseException, with_pickle: bool) -> dict[str, Any]:
     """Type, message, traceback text and (for pickle callers) the pickled exception."""
     cls = type(exc)
@@ -41,6 +57,10 @@ def error_info(exc: BaseException, with_pickle: bool) -> dict[str, Any]:
         info["status"] = exc.status
         info["traceback"] = ""
         return info
+    for kind, status in _REQUEST_ERRORS:
+        if isinstance(exc, kind) and _raised_by_the_request(exc):
+            info["http_status"] = status
+            break
     if with_pickle:
         try:
             info["pickled"] = cloudpickle.dumps(exc, protocol=5)

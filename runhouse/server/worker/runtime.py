@@ -134,9 +134,9 @@ class WorkerRuntime:
         except KeyError:
             raise CallError(f"no object named {key!r} in worker {self.name!r}", 404) from None
         if method == GETATTR:
-            return lambda name: getattr(obj, name)
+            return functools.partial(_get_attribute, obj)
         if method == SETATTR:
-            return lambda name, value: setattr(obj, name, value)
+            return functools.partial(_set_attribute, obj)
         if method == "call" and not hasattr(obj, "call"):
             if not callable(obj):
                 raise CallError(f"object {key!r} ({type(obj).__name__}) is not callable", 400)
@@ -475,6 +475,18 @@ class _Speed:
     def demote(self) -> None:
         self.inline = False
         self.demoted = True
+
+
+def _get_attribute(obj: Any, name: Any) -> Any:
+    if not isinstance(name, str):
+        raise CallError(f"an attribute name must be a string, not {type(name).__name__}", 400)
+    return getattr(obj, name)
+
+
+def _set_attribute(obj: Any, name: Any, value: Any) -> None:
+    if not isinstance(name, str):
+        raise CallError(f"an attribute name must be a string, not {type(name).__name__}", 400)
+    setattr(obj, name, value)
 
 
 async def _await(awaitable: Any) -> Any:
