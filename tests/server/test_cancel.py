@@ -298,7 +298,8 @@ def test_abandoned_calls_neither_starve_the_worker_nor_keep_autostop_away(rh_hom
         if c.is_up():
             from runhouse.server.state import _interactive_sessions
 
-            if _interactive_sessions():  # an SSH terminal on this machine counts as activity, by design
+            # an SSH terminal on this machine counts as activity, by design; CI has none of its own
+            if _interactive_sessions() and os.environ.get("CI") != "true":
                 pytest.skip("an interactive SSH session on this machine keeps autostop away")
             pytest.fail("the daemon did not stop itself with only abandoned calls left")
     finally:
