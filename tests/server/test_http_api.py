@@ -285,3 +285,18 @@ def test_status_and_envs_routes(http):
     assert "default_env" in [w["name"] for w in status["workers"]]
     envs = http.get("/envs").json()["envs"]
     assert any(e["name"] == "default_env" and e["running"] for e in envs)
+
+
+def test_a_refused_request_logs_one_line_not_a_traceback(http, cluster):
+    log = local.log_path(cluster.settings, cluster.server_port)
+    before = log.stat().st_size
+    assert http.post("/rename", json={"key": "nothing_here", "new_key": "x1"}).status_code == 404
+    assert http.post("/run_bash", json={"commands": [1]}).status_code == 400
+    assert http.post("/add/call", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert httpx.get(f"http://127.0.0.1:{cluster.server_port}/keys").status_code == 401
+    with open(log, "rb") as f:
+        f.seek(before)
+        written = f.read().decode(errors="replace")
+    assert "Traceback" not in written
+    refusals = [line for line in written.splitlines() if "refused" in line]
+    assert len(refusals) >= 3 and any("/rename: 404" in line for line in refusals), written
