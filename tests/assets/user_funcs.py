@@ -218,3 +218,18 @@ def on_loop_thread(block_s=0.0):
     if block_s:
         time.sleep(block_s)
     return threading.current_thread() is threading.main_thread()
+
+
+_BARRIERS: dict = {}
+
+
+def meet(parties, timeout=30.0):
+    """Wait until ``parties`` calls are inside this function at once; True if they all met in time."""
+    import threading
+
+    barrier = _BARRIERS.setdefault(parties, threading.Barrier(parties))
+    try:
+        barrier.wait(timeout)
+        return True
+    except threading.BrokenBarrierError:
+        return False

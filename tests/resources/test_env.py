@@ -116,12 +116,14 @@ def test_refuses_to_sync_home_or_root(cluster):
         cluster.sync("/")
 
 
-def test_changed_function_resend_to_existing_env_is_fast(cluster, tmp_path):
+def test_resending_to_an_existing_env_installs_nothing_again(cluster, capsys):
     env = rh.env(reqs=["six==1.15.0"], name="resend_env", venv=True)
-    rh.function(uf.add).to(cluster, env=env, name="resend_add")
-    start = time.monotonic()
-    assert rh.function(uf.add).to(cluster, env=env, name="resend_add")(2, 2) == 4
-    assert time.monotonic() - start < 0.5
+    rh.function(uf.getpid).to(cluster, env=env, name="resend_pid")
+    first_pid = rh.function(uf.getpid).to(cluster, env=env, name="resend_pid")()
+    capsys.readouterr()
+    again = rh.function(uf.getpid).to(cluster, env=env, name="resend_pid")
+    assert again() == first_pid  # the same worker: not restarted
+    assert "Installing" not in capsys.readouterr().out  # and nothing installed again
 
 
 def test_default_env_reaches_daemon_and_every_worker(rh_home):
