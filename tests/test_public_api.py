@@ -8,6 +8,10 @@ from pathlib import Path
 import runhouse as rh
 
 PACKAGE = Path(rh.__file__).parent
+# Den's server libraries: the `den` extra (pyproject.toml), not installed by `pip install runhouse`.
+DEN_STACK = ("fastapi", "pydantic", "sqlalchemy", "alembic", "psycopg")
+# The Den modules every `runhouse` command loads (runhouse/cli/den.py); they must work without the extra.
+DEN_CORE_MODULES = {"den/__init__.py", "den/service.py", "den/limits.py", "den/names.py", "den/errors.py"}
 
 
 def test_all_lists_exactly_the_public_api():
@@ -109,7 +113,41 @@ def test_daemon_start_does_not_load_client_or_den_libraries():
 
     code = (
         "import sys, runhouse.server.daemon, runhouse.server.fastpath\n"
-        "print(sorted(m for m in ('httpx', 'fastapi', 'sqlalchemy', 'cryptography', 'asyncssh') if m in sys.modules))"
+        f"print(sorted(m for m in {('httpx', 'cryptography', 'asyncssh', *DEN_STACK)} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_den_server_code_imports_the_den_extra():
+    for path in PACKAGE.rglob("*.py"):
+        name = str(path.relative_to(PACKAGE))
+        stack = _third_party_imports(path) & set(DEN_STACK)
+        if stack:
+            assert name.startswith("den/") and name not in DEN_CORE_MODULES, (
+                f"{name} imports {sorted(stack)}, which `pip install runhouse` does not install "
+                '(they come with `pip install "runhouse[den]"`)'
+            )
+
+
+def test_import_runhouse_and_the_cli_load_no_den_server_library():
+    """`import runhouse` and every `runhouse` command work with the core install only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runhouse, runhouse.cli, runhouse.client.den, runhouse.den.service\n"
+        f"print(sorted(m for m in {DEN_STACK} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runhouse.den import service
@@ -59,8 +60,16 @@ def _db_url(db: str | None, data_dir: Path | None) -> str:
 
 
 def _fail(what: str, error: Exception) -> typer.Exit:
-    err.print(f"[red]{what}:[/red] {error}")
+    err.print(f"[red]{what}:[/red] {escape(str(error))}")  # messages hold [brackets]: `runhouse[den]`
     return typer.Exit(1)
+
+
+def _need_server_stack(db: str | None, data_dir: Path | None) -> None:
+    """Stop with the install hint when Den's server libraries (the `den` extra) are missing."""
+    try:
+        service.require_server_stack(_db_url(db, data_dir))
+    except RunhouseError as e:
+        raise _fail("Cannot run Den here", e) from None
 
 
 def _on_database(db: str | None, data_dir: Path | None, what: str, work: Callable[[Database], T]) -> T:
@@ -100,6 +109,7 @@ def start(
     ),
 ) -> None:
     """Migrate the database to the latest schema and serve Den (in the background by default)."""
+    _need_server_stack(db, data_dir)
     options = service.DenOptions(_data_dir(data_dir), _db_url(db, data_dir), host, port)
     if foreground:
         service.serve(options, secret_key)
@@ -141,6 +151,7 @@ def user_add(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Create a user and print their first token (as the last line of output)."""
+    _need_server_stack(db, data_dir)
     from runhouse.den import admin
 
     minted = _on_database(db, data_dir, f"add user {name!r}", lambda d: admin.add_user(d, name))
@@ -150,6 +161,7 @@ def user_add(
 @user_app.command("list")
 def user_list(db: str | None = DbOption, data_dir: Path | None = DataDirOption) -> None:
     """List the users of this Den."""
+    _need_server_stack(db, data_dir)
     from runhouse.den import admin
 
     for username in _on_database(db, data_dir, "list users", admin.list_users):
@@ -179,6 +191,7 @@ def token_add(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Mint another token for an existing user (printed as the last line of output)."""
+    _need_server_stack(db, data_dir)
     from runhouse.den import admin
 
     minted = _on_database(
@@ -198,6 +211,7 @@ def token_list(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """List a user's tokens (ids, scopes, expiry, revoked; never the secrets)."""
+    _need_server_stack(db, data_dir)
     from runhouse.den import admin
 
     rows = _on_database(db, data_dir, f"list tokens of {name!r}", lambda d: admin.list_tokens(d, name))
@@ -224,6 +238,7 @@ def token_revoke(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Revoke a token: Den refuses it from now on."""
+    _need_server_stack(db, data_dir)
     from runhouse.den import admin
 
     owner = _on_database(
@@ -242,6 +257,7 @@ def usage(
     ),
 ) -> None:
     """Who used which cluster, when (first and last event) and how much (summed counts per kind)."""
+    _need_server_stack(db, data_dir)
     from runhouse.den import admin
     from runhouse.den.names import parse_uri, uri
     from runhouse.den.usage import parse_since

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from runhouse.exceptions import RunhouseError
 from runhouse.settings import DEFAULT_DEN_URL, load_settings
@@ -27,7 +28,7 @@ def login(
     try:
         username = login_mod.login(token=token, den_url=den_url)
     except RunhouseError as e:
-        err.print(f"[red]Login failed:[/red] {e}")
+        err.print(f"[red]Login failed:[/red] {escape(str(e))}")
         raise typer.Exit(1) from None
     console.print(f"Logged in to {load_settings().den_url} as {username}.")
 

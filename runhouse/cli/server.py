@@ -7,11 +7,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runhouse.compute import local
 from runhouse.exceptions import RunhouseError
-from runhouse.settings import load_settings
+from runhouse.settings import Settings, load_settings
 
 console = Console()
 err = Console(stderr=True)
@@ -24,6 +25,31 @@ HostOption = typer.Option(
 
 def _port(port: int | None) -> int:
     return port or load_settings().port
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _running(settings: Settings, port: int) -> int | None:
+    """The pid of our daemon on ``port`` if it answers where it was started (HTTPS if with --tls)."""
+    pid = local.daemon_pid(settings, port)
+    if pid is None:
+        return None
+    was = local.start_options(settings, port)
+    if local.ping(str(was.get("host") or "127.0.0.1"), port, tls=bool(was.get("tls"))) is None:
+        return None
+    return pid
+
+
+def _read_status(settings: Settings, port: int) -> dict[str, Any]:
+    """The daemon's ``/status`` (raises :class:`RunhouseError` when it cannot be read)."""
+    from runhouse.client.daemon_client import DaemonClient  # here: `runhouse start` does not need it
+    from runhouse.client.transport import Endpoint
+
+    tls = bool(local.start_options(settings, port).get("tls"))
+    endpoint = Endpoint("127.0.0.1", port, "https", verify=False) if tls else Endpoint("127.0.0.1", port)
+    return DaemonClient(endpoint, local.read_token(settings, port)).status()
 
 
 def start(
@@ -46,6 +72,14 @@ def start(
     settings = load_settings()
     port = _port(port)
     bind = host or settings.host
+    running = _running(settings, port)
+    if running is not None:
+        was = str(local.start_options(settings, port).get("host") or bind)
+        console.print(
+            f"The daemon was already running on {was}:{port} (pid {running}); left as it is. "
+            "`runhouse restart` starts a fresh one."
+        )
+        return
     began = time.perf_counter()
     try:
         with console.status(f"Starting the runhouse daemon on {bind}:{port}..."):
@@ -53,7 +87,7 @@ def start(
                 settings, bind, port, tls=tls, autostop_mins=autostop_mins, den_auth=den_auth
             )
     except RunhouseError as e:
-        err.print(f"[red]Could not start the daemon:[/red] {e}")
+        err.print(f"[red]Could not start the daemon:[/red] {escape(str(e))}")
         raise typer.Exit(1) from None
     console.print(
         f"Daemon running on {bind}:{port} (pid {pid}, ready in {time.perf_counter() - began:.2f}s). "
@@ -73,7 +107,9 @@ def stop(port: int | None = PortOption) -> None:
 
 def restart(port: int | None = PortOption, host: str | None = HostOption) -> None:
     """Stop the daemon (its objects are lost) and start a fresh one, with the options it had."""
-    before = local.start_options(load_settings(), _port(port))
+    settings = load_settings()
+    before = local.start_options(settings, _port(port))
+    _warn_objects_lost(settings, _port(port))
     stop(port)
     autostop = before.get("autostop_mins")
     start(
@@ -82,6 +118,22 @@ def restart(port: int | None = PortOption, host: str | None = HostOption) -> Non
         tls=bool(before.get("tls")),
         autostop_mins=float(autostop) if isinstance(autostop, (int, float)) else None,
         den_auth=bool(before.get("den_auth")),
+    )
+
+
+def _warn_objects_lost(settings: Settings, port: int) -> None:
+    if _running(settings, port) is None:
+        return
+    try:
+        objects = sorted(
+            {key for w in _read_status(settings, port)["workers"] for key in w.get("objects", [])}
+        )
+    except RunhouseError:
+        objects = []
+    which = f" ({escape(', '.join(objects))})" if objects else ""
+    err.print(
+        f"[yellow]Warning:[/yellow] restarting the daemon on port {port} stops its workers: the objects on "
+        f"it{which} are lost; send them again after the restart (e.g. `fn.to(cluster)`)."
     )
 
 
@@ -108,21 +160,19 @@ def status(port: int | None = PortOption) -> None:
     """Show the daemon's version, pid, port, workers, their objects and running calls."""
     settings = load_settings()
     port = _port(port)
-    if local.ping("127.0.0.1", port) is None:
+    tls = bool(local.start_options(settings, port).get("tls"))
+    if local.ping("127.0.0.1", port, tls=tls) is None:
         console.print(f"No daemon is answering on port {port}. Start one with `runhouse start`.")
         raise typer.Exit(1)
-    from runhouse.client.daemon_client import DaemonClient  # here: `runhouse start` does not need it
-    from runhouse.client.transport import Endpoint
-
-    client = DaemonClient(Endpoint("127.0.0.1", port), local.read_token(settings, port))
     try:
-        info = client.status()
+        info = _read_status(settings, port)
     except RunhouseError as e:
-        err.print(f"[red]Could not read the daemon's status:[/red] {e}")
+        err.print(f"[red]Could not read the daemon's status:[/red] {escape(str(e))}")
         raise typer.Exit(1) from None
+    served = _plural(info["calls_served"], "call")
     console.print(
         f"runhouse {info['rh_version']} daemon: pid {info['pid']}, port {info['port']}, "
-        f"up {info['uptime_s']}s, {info['calls_served']} calls served, RSS {info['daemon_rss_mb']} MB"
+        f"up {info['uptime_s']}s, {served} served, RSS {info['daemon_rss_mb']} MB"
     )
     console.print(_status_table(info))
 

@@ -9,4 +9,9 @@ Modules: ``app`` (the FastAPI app factory), ``routes/`` (one router per area), `
 ``vault`` (encryption), ``usage``, ``db`` (engine, transactions, migrations), ``models`` (tables),
 ``migrations/`` (Alembic), ``service`` (running and stopping the process) and ``admin`` (what the
 CLI does on the database).
+
+Serving Den needs its server libraries (FastAPI, SQLAlchemy, Alembic, psycopg), the ``den`` extra:
+``pip install "runhouse[den]"``. The modules every ``runhouse`` command loads (``service``,
+``limits``, ``names``, ``errors``) import none of them, and ``service.require_server_stack``
+names the extra when one is missing.
 """

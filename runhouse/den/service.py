@@ -4,12 +4,17 @@ Like the daemon (:mod:`runhouse.compute.local`), a detached Den runs in its own 
 ``<data dir>/pid`` and ``<data dir>/url`` and logs to ``<data dir>/den.log``; it is stopped by
 that pid, never by process name. The detached process is ``runhouse den start --foreground``
 itself, so both ways share one set of options.
+
+Serving Den and working on its database need its server libraries, the ``runhouse[den]`` extra;
+this module itself needs only the core install, so ``runhouse den stop`` works without it, and
+:func:`require_server_stack` turns a missing library into an install hint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import signal
@@ -22,13 +27,18 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from runhouse.exceptions import ConnectionError_
+from runhouse.exceptions import ConfigError, ConnectionError_
 from runhouse.settings import Settings, child_environ
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8420
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+
+INSTALL_HINT = 'pip install "runhouse[den]"'
+# What the `den` extra installs, by import name; psycopg only for PostgreSQL databases.
+SERVER_MODULES = ("fastapi", "sqlalchemy", "alembic")
+POSTGRES_MODULE = "psycopg"
 
 
 def default_data_dir(settings: Settings) -> Path:
@@ -65,6 +75,24 @@ class DenOptions:
     @property
     def log_file(self) -> Path:
         return self.data_dir / "den.log"
+
+
+def missing_server_modules(db_url: str | None = None) -> list[str]:
+    """The server libraries Den needs (for ``db_url``) that cannot be imported here."""
+    needed = list(SERVER_MODULES)
+    if db_url is not None and db_url.startswith("postgresql"):
+        needed.append(POSTGRES_MODULE)
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def require_server_stack(db_url: str | None = None) -> None:
+    """Raise :class:`ConfigError` with the install hint unless Den's server libraries are installed."""
+    missing = missing_server_modules(db_url)
+    if missing:
+        raise ConfigError(
+            f"Den's server needs {', '.join(missing)}, which the core install (client and daemon) "
+            f"leaves out; install the den extra: {INSTALL_HINT}"
+        )
 
 
 def health(url: str, timeout: float = 1.0) -> dict[str, object] | None:
@@ -108,6 +136,7 @@ def running_url(data_dir: Path) -> str | None:
 
 def serve(options: DenOptions, secret_key: str | None = None) -> None:
     """Run Den in this process until SIGTERM/SIGINT (migrating the database first)."""
+    require_server_stack(options.db_url)
     # Imported here so that `runhouse den stop` and the other commands do not load the web stack.
     import uvicorn
 
