@@ -1,6 +1,6 @@
 """The event loop the daemon and workers run on: uvloop where installed, asyncio otherwise.
 
-uvloop ships with ``uvicorn[standard]`` on Linux and macOS; on other platforms the standard loop
+uvloop is a dependency of runhouse on Linux and macOS; on other platforms the standard loop
 is used and everything works, only slower.
 """
 

@@ -121,7 +121,8 @@ class DaemonState:
             del self.workers[handle.name]
             gone = self.registry.drop_env(handle.name)
             if gone:
-                log.warning("objects lost with worker %s: %s", handle.name, ", ".join(gone))
+                level = logging.INFO if self.stopping else logging.WARNING  # a stop drops them as asked
+                log.log(level, "objects lost with worker %s: %s", handle.name, ", ".join(gone))
         if handle.name == DEFAULT_ENV and not self.stopping:
             self.in_background(self.ensure_default_worker())
 

@@ -156,10 +156,6 @@ def test_restart_warns_that_objects_are_lost(rh_home):
         run_cli("stop", "--port", str(port))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runhouse/server/state.py _on_worker_exit logs WARNING at a normal stop; log at INFO when self.stopping",
-)
 def test_a_normal_stop_logs_no_warning_about_lost_objects(rh_home):
     """A worker that dies loses its objects: a WARNING. A stop drops them as asked: no WARNING."""
     port = free_port()

@@ -292,7 +292,9 @@ def test_a_refused_request_logs_one_line_not_a_traceback(http, cluster):
     before = log.stat().st_size
     assert http.post("/rename", json={"key": "nothing_here", "new_key": "x1"}).status_code == 404
     assert http.post("/run_bash", json={"commands": [1]}).status_code == 400
-    assert http.post("/add/call", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert (
+        http.post("/add/call", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    )
     assert httpx.get(f"http://127.0.0.1:{cluster.server_port}/keys").status_code == 401
     with open(log, "rb") as f:
         f.seek(before)
