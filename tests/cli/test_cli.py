@@ -9,7 +9,6 @@ import sys
 import time
 from typing import Any
 
-import pytest
 import user_funcs
 from conftest import free_port
 
