@@ -19,6 +19,12 @@ Design
   sshd, so the child's pid *is* sshd's pid; teardown stops it by that pid (terminate, wait, kill),
   then does the same for any process still left in the namespace (sessions, daemons that tests
   started over SSH), and never looks processes up by name.
+* Each host has its own home folder (``<tmpdir>/host<i>/home``): sshd sets ``HOME`` to it for
+  ``root`` logins (``SetEnv``), so what a test does on a host as root (``~/.rh``, caches, pip and
+  uv settings) stays in that host's folder, never in this machine's real home. ``root_env`` adds
+  variables to those logins (e.g. a shared ``XDG_CACHE_HOME``). sshd still starts sessions in
+  ``/root`` (the passwd entry): tools that take paths should be given absolute ones.
+* ``sftp=False`` starts sshd without an SFTP subsystem, as some hardened hosts run.
 * One ed25519 client key per run logs in as ``root`` (its public key is the authorized key for
   every user). For password tests a dedicated Unix user is created if missing and given a fresh
   random password with ``chpasswd``; ``root`` may not log in with a password. By default the user
@@ -62,6 +68,8 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
+import pytest
+
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22
 SSHD_START_TIMEOUT_S = 10.0
@@ -93,6 +101,7 @@ class Host:
     ns_link: str  # veth name inside the namespace
     sshd_config: Path
     sshd_log: Path
+    home: Path  # HOME of root logins on this host
 
 
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -101,6 +110,36 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> sub
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
+
+
+# Debian/Ubuntu packages of the tools the hosts need, for the messages that ask for them.
+INSTALL_HINTS = {
+    "ip": "iproute2",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "useradd": "passwd",
+    "userdel": "passwd",
+    "chpasswd": "passwd",
+    "sshpass": "sshpass",
+    "rsync": "rsync",
+}
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run (``CI=true``), where a missing prerequisite is a failure."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require(extra_tools: Sequence[str] = ()) -> None:
+    """Skip the calling test (fail it under ``CI=true``) when this machine cannot host ``TestHosts``.
+
+    A CI run that silently skipped every SSH test would pass while testing nothing."""
+    reason = skip_reason(extra_tools)
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and SSH tests cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def skip_reason(extra_tools: Sequence[str] = ()) -> str | None:
@@ -113,9 +152,10 @@ def skip_reason(extra_tools: Sequence[str] = ()) -> str | None:
         return "SSH test hosts need root (network namespaces, sshd, useradd)"
     for tool in ("ip", "ssh", "ssh-keygen", "useradd", "userdel", "chpasswd", *extra_tools):
         if shutil.which(tool) is None:
-            return f"SSH test hosts need {tool!r} on PATH"
+            package = INSTALL_HINTS.get(tool, tool)
+            return f"SSH test hosts need {tool!r} on PATH (apt-get install {package})"
     if not os.access(SSHD, os.X_OK):
-        return f"SSH test hosts need {SSHD} (openssh-server)"
+        return f"SSH test hosts need {SSHD} (apt-get install openssh-server)"
     probe = f"rhssh-probe-{os.getpid()}-{secrets.token_hex(2)}"
     try:
         made = _run(["ip", "netns", "add", probe], check=False)
@@ -194,8 +234,17 @@ def _keygen(path: Path, comment: str) -> None:
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
 
 
-def _sshd_config(host_key: Path, address: str, port: int, authorized_keys: Path) -> str:
+def _sshd_config(
+    host_key: Path,
+    address: str,
+    port: int,
+    authorized_keys: Path,
+    root_env: dict[str, str],
+    sftp: bool = True,
+) -> str:
     """The text of one host's sshd_config."""
+    subsystem = "Subsystem sftp internal-sftp" if sftp else "# no SFTP subsystem"
+    setenv = " ".join(f'{name}="{value}"' for name, value in root_env.items())
     return f"""\
 ListenAddress {address}
 Port {port}
@@ -218,10 +267,11 @@ MaxStartups 200:30:400
 MaxSessions 200
 LoginGraceTime 30
 LogLevel VERBOSE
-Subsystem sftp internal-sftp
+{subsystem}
 
 Match User root
     PasswordAuthentication no
+    SetEnv {setenv}
 """
 
 
@@ -297,17 +347,28 @@ class TestHosts:
 
     __test__ = False  # the name starts with "Test"; keep pytest from collecting it
 
-    def __init__(self, n: int = 2, *, password_user: str | None = None, port: int = SSH_PORT) -> None:
+    def __init__(
+        self,
+        n: int = 2,
+        *,
+        password_user: str | None = None,
+        port: int = SSH_PORT,
+        sftp: bool = True,
+        root_env: dict[str, str] | None = None,
+    ) -> None:
         """Describe ``n`` hosts (1-63); nothing is created until ``start()``.
 
         ``password_user=None`` makes a user of this run's own (``rht<tag>``), removed at teardown.
         A named user is created if missing and kept; concurrent runs naming the same user reset
-        each other's password, so only name one when runs do not overlap.
+        each other's password, so only name one when runs do not overlap. ``sftp=False`` leaves
+        out the SFTP subsystem; ``root_env`` is set in root logins, besides ``HOME``.
         """
         if not 1 <= n <= 63:
             raise ValueError("n must be between 1 and 63")
         self.n = n
         self.port = port
+        self.sftp = sftp
+        self.root_env = dict(root_env or {})
         self.tag = secrets.token_hex(3)
         self.password_user = password_user or f"rht{self.tag}"
         self.password = secrets.token_urlsafe(18)
@@ -434,10 +495,14 @@ class TestHosts:
         assert self.tmpdir is not None
         hostdir = self.tmpdir / f"host{i}"
         hostdir.mkdir(mode=0o755)
+        home = hostdir / "home"
+        home.mkdir(mode=0o700)
         host_key = hostdir / "ssh_host_ed25519_key"
         _keygen(host_key, f"host{i}")
         config = hostdir / "sshd_config"
-        config.write_text(_sshd_config(host_key, address, self.port, self.tmpdir / "authorized_keys"))
+        root_env = {"HOME": str(home), **self.root_env}
+        authorized = self.tmpdir / "authorized_keys"
+        config.write_text(_sshd_config(host_key, address, self.port, authorized, root_env, self.sftp))
         return Host(
             name=f"host{i}",
             address=address,
@@ -448,6 +513,7 @@ class TestHosts:
             ns_link=ns_link,
             sshd_config=config,
             sshd_log=hostdir / "sshd.log",
+            home=home,
         )
 
     def _start_sshd(self, host: Host) -> subprocess.Popen[bytes]:

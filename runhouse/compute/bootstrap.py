@@ -1,29 +1,39 @@
 """Bringing up the daemon on a host over SSH, one named step at a time.
 
-Steps: connect, find python (3.10+), venv (``~/.rh/venv``, with the system site-packages visible
-so frameworks already on the host, such as CUDA builds, are reused), install (this package at
-the client's version: a wheel built from the client's own source when it is a development
-install, else the same version from the package index), start daemon (``runhouse start`` on the
-host, bound to 127.0.0.1 unless asked otherwise) and token. Each step prints its progress; a
-failure raises :class:`~runhouse.exceptions.SSHError` naming the step, the host and the output.
+Steps: connect, find python (3.10+), venv (``~/.rh/venvs/py-<hash>``, with the system
+site-packages visible so frameworks already on the host, such as CUDA builds, are reused),
+install, start daemon (``runhouse start`` on the host, bound to 127.0.0.1 unless asked
+otherwise) and token. Each step prints its progress; a failure raises
+:class:`~runhouse.exceptions.SSHError` naming the step, the host and the output.
+
+Install: the client's own runhouse goes up as a wheel named after its source version (see
+:mod:`runhouse.compute.wheel`) and uv installs it with its dependencies from the host's package
+index. uv is the host's (in the venv, on the PATH or in uv's installer folders) or, where the host
+has none, brought into the venv with the host's pip. The host's index settings are kept: uv
+follows its own, and pip's (``pip.conf``, ``PIP_INDEX_URL``) are passed on to it (see
+:mod:`runhouse.compute.hostprobe`). Every installer line is shown as it comes; a silence of
+:data:`QUIET_S` seconds is reported with the index being waited on, and the install gives up
+after :data:`INSTALL_TIMEOUT_S` seconds, saying so.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import secrets
 import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import runhouse
-from runhouse._version import __version__
+from runhouse.compute import hostprobe
 from runhouse.compute.ssh import SSHSession
+from runhouse.compute.wheel import client_wheel
 from runhouse.exceptions import SSHError
 
 REMOTE_HOME = "~/.rh"
@@ -40,6 +50,8 @@ FIND_PYTHON = (
     "then command -v $p; exit 0; fi; done; exit 3"
 )
 Progress = Callable[[str], None]
+QUIET_S = 10.0  # an installer silent this long is reported, with what it waits on
+INSTALL_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -84,83 +96,132 @@ def find_python(session: SSHSession, python: str | None) -> str:
     return out.strip().splitlines()[-1]
 
 
-def source_dir() -> Path | None:
-    """The source tree of a development install of runhouse, or None when installed normally."""
-    package = Path(runhouse.__file__).resolve().parent
-    root = package.parent
-    if (root / "pyproject.toml").is_file() and "site-packages" not in package.parts:
-        return root
-    return None
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host has for the install (see :mod:`runhouse.compute.hostprobe`)."""
 
+    home: str
+    installed: str  # the wheel the venv holds ("" if none)
+    uploaded: bool  # the wheel is already in ~/.rh/wheels
+    uv: str  # "" if the host has none
+    pip: bool
+    uv_args: tuple[str, ...]
+    uv_env: tuple[tuple[str, str], ...]
+    index: str  # the index uv waits on, in words
+    pip_index: str  # the index pip waits on
 
-def local_wheel(cache: Path) -> Path:
-    """A wheel of the client's runhouse source, built once per source version."""
-    root = source_dir()
-    assert root is not None
-    digest = hashlib.sha256()
-    for path in sorted([root / "pyproject.toml", *(root / "runhouse").rglob("*.py")]):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    folder = cache / f"{__version__}-{digest.hexdigest()[:16]}"
-    wheels = sorted(folder.glob("runhouse-*.whl")) if folder.exists() else []
-    if wheels:
-        return wheels[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(root)]
-    # Without build isolation when this environment can build wheels itself (no download needed).
-    built = subprocess.run([*command, "--no-build-isolation"], capture_output=True, text=True)
-    if built.returncode != 0:
-        built = subprocess.run(command, capture_output=True, text=True)
-    wheels = sorted(folder.glob("runhouse-*.whl"))
-    if built.returncode != 0 or not wheels:
-        raise SSHError(
-            f"step 'install' failed locally: could not build a wheel of {root}:\n{built.stderr[-2000:]}"
+    @classmethod
+    def parse(cls, text: str) -> HostFacts:
+        data: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+        return cls(
+            data["home"],
+            data["installed"],
+            data["uploaded"],
+            data["uv"],
+            data["pip"],
+            tuple(data["uv_args"]),
+            tuple(sorted(data["uv_env"].items())),
+            data["index"],
+            data["pip_index"],
         )
-    return wheels[0]
+
+
+@functools.cache
+def _probe_source() -> str:
+    return Path(hostprobe.__file__).read_text()
+
+
+def prepare(session: SSHSession, python: str, venv: str, wheel: str) -> HostFacts:
+    """Make the venv if missing and learn what the host has for installing into it."""
+    command = (
+        f"mkdir -p {REMOTE_HOME}/wheels && (test -x {venv}/bin/python || "
+        f"{shlex.quote(python)} -m venv --without-pip --system-site-packages {venv}) && "
+        f"{venv}/bin/python -c {shlex.quote(_probe_source())} {venv} {shlex.quote(wheel)}"
+    )
+    out = _run(session, "venv", command)
+    try:
+        return HostFacts.parse(out)
+    except (ValueError, KeyError, IndexError):
+        raise SSHError(f"step 'venv' failed on {session.where}: unexpected output:\n{out[-2000:]}") from None
 
 
 def install(session: SSHSession, python: str, cache: Path, progress: Progress) -> str:
-    """Make the venv for ``python`` hold this runhouse version (skipped when it already does).
+    """Make the venv for ``python`` hold the client's runhouse (skipped when it already does).
 
     Returns the venv's path on the host."""
-    VENV = venv_for(python)
-    root = source_dir()
-    wheel = local_wheel(cache) if root is not None else None
-    marker = wheel.parent.name if wheel is not None else __version__
-    rc, out, _ = session.run(f"cat {VENV}/.rh_installed 2>/dev/null", step="install")
-    if rc == 0 and out.strip() == marker:
-        progress(f"runhouse {__version__} already installed in {VENV}")
-        return VENV
-    progress(f"creating {VENV} with {python}")
-    _run(
-        session,
-        "venv",
-        f"mkdir -p {REMOTE_HOME}/wheels && (test -x {VENV}/bin/python || "
-        f"{shlex.quote(python)} -m venv --system-site-packages {VENV})",
+    venv = venv_for(python)
+    wheel = client_wheel(cache)
+    progress(f"preparing {venv} with {python}")
+    facts = prepare(session, python, venv, wheel.name)
+    session.remember_home(facts.home)
+    if facts.installed == wheel.name:
+        progress(f"{wheel.name} already installed in {venv}")
+        return venv
+    home_venv = facts.home + venv[1:]  # absolute: no "~" left to expand inside arguments
+    target = f"{facts.home}/.rh/wheels/{wheel.name}"
+    move = ""
+    if not facts.uploaded:
+        part = f"{facts.home}/.rh/wheels/.{wheel.name}.{secrets.token_hex(4)}.part"
+        progress(f"uploading {wheel.name} ({wheel.stat().st_size // 1024} kB)")
+        session.upload(wheel, part, step="upload wheel")
+        move = f"mv -f {shlex.quote(part)} {shlex.quote(target)} && "  # whole or not at all
+    uv = facts.uv or _bring_uv(session, home_venv, facts, progress)
+    variables = " ".join(f"{k}={shlex.quote(v)}" for k, v in facts.uv_env)
+    progress(
+        f"installing {wheel.name} with uv ({uv}) from {facts.index}; "
+        f"gives up after {INSTALL_TIMEOUT_S / 60:.0f} min"
     )
-    if wheel is not None:
-        remote = f"{REMOTE_HOME}/wheels/{wheel.name}"
-        session.upload(wheel, remote.replace("~/", "", 1), step="install")
-        target = f'"$HOME/{remote[2:]}"'
-        progress(f"installing {wheel.name} (from this machine's source) and its dependencies")
-        _run(
-            session,
-            "install",
-            f"{VENV}/bin/python -m pip install -q --disable-pip-version-check {target} && "
-            f"{VENV}/bin/python -m pip install -q --disable-pip-version-check --no-deps "
-            f"--force-reinstall {target}",
-            timeout=1800,
+    _stream(
+        session,
+        "install",
+        f"{move}env {variables} {shlex.quote(uv)} pip install --python {home_venv}/bin/python "
+        f"{shlex.join(facts.uv_args)} {shlex.quote(target)} && echo {wheel.name} > {home_venv}/.rh_installed",
+        "uv",
+        facts.index,
+        progress,
+    )
+    return venv
+
+
+def _bring_uv(session: SSHSession, venv: str, facts: HostFacts, progress: Progress) -> str:
+    """Install uv into the venv with the host's pip (its index settings apply); return its path."""
+    steps = []
+    if not facts.pip:
+        progress("no uv and no pip on the host: adding pip to the venv (ensurepip)")
+        steps.append(f"{venv}/bin/python -m ensurepip --default-pip")
+    progress("no uv on the host: installing it into the venv with pip")
+    steps.append(f"{venv}/bin/python -m pip install --disable-pip-version-check --progress-bar off uv")
+    _stream(session, "install uv", " && ".join(steps), "pip", facts.pip_index, progress)
+    return f"{venv}/bin/uv"
+
+
+def _stream(session: SSHSession, step: str, command: str, tool: str, index: str, progress: Progress) -> None:
+    """Run an installer on the host, its lines shown as progress, its silences explained."""
+
+    def quiet(seconds: float) -> None:
+        progress(
+            f"still installing: no output from {tool} for {seconds:.0f} s; "
+            f"it may be waiting on the package index ({index})"
         )
-    else:
-        progress(f"installing runhouse=={__version__} from the package index")
-        _run(
-            session,
-            "install",
-            f"{VENV}/bin/python -m pip install -q --disable-pip-version-check runhouse=={__version__}",
-            timeout=1800,
+
+    done = session.stream(
+        command,
+        lambda line: progress(f"{tool}: {line}") if line.strip() else None,
+        timeout=INSTALL_TIMEOUT_S,
+        quiet_s=QUIET_S,
+        on_quiet=quiet,
+    )
+    if done.exit_code is None:
+        raise SSHError(
+            f"step '{step}' failed on {session.where}: {tool} gave no result within "
+            f"{INSTALL_TIMEOUT_S:.0f} s; the package index: {index}; its last output:\n"
+            f"{done.tail[-3000:] or '(no output)'}"
         )
-    _run(session, "install", f"echo {marker} > {VENV}/.rh_installed")
-    return VENV
+    if done.exit_code != 0:
+        raise SSHError(
+            f"step '{step}' failed on {session.where} (exit code {done.exit_code}; the package index: "
+            f"{index}):\n{done.tail[-3000:] or '(no output)'}"
+        )
 
 
 def start_daemon(session: SSHSession, venv: str, options: DaemonOptions, progress: Progress) -> None:
@@ -196,8 +257,7 @@ def _put_private(session: SSHSession, text: str, folder: str, name: str) -> None
         fd = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        relative = folder[2:] if folder.startswith("~/") else folder  # SFTP paths start at the home folder
-        session.upload(local, f"{relative}/{name}", step="upload den identity")
+        session.upload(local, f"{folder}/{name}", step="upload den identity")
     _run(session, "protect den identity", f"chmod 600 {folder}/{name}")
 
 

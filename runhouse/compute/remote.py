@@ -164,7 +164,6 @@ class RemoteDaemon:
 
     def sync_code(self, folder: Path, name: str) -> str:
         """Mirror a local folder to ``~/.rh/code/<name>`` on the host with rsync; return its path there."""
-        home = self.session.run("echo $HOME", step="sync")[1].strip()
-        remote = f"{home}/.rh/code/{name}"
+        remote = f"{self.session.home()}/.rh/code/{name}"
         self.rsync(str(folder), remote, up=True, contents=True, filter_gitignore=True)
         return remote

@@ -7,17 +7,25 @@ reused; all of them are closed at interpreter exit.
 
 Host keys are checked against ``$RH_HOME/known_hosts`` in the key exchange, before any credential
 is sent (see :mod:`runhouse.compute.hostkeys` for the file and the policies).
+
+Files go up over SFTP; a host whose sshd offers no SFTP subsystem gets them through the exec
+channel (``cat > file`` fed the bytes on stdin). Long commands (installers) can be streamed: each
+output line is handed over as it comes, and a silence is reported while it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
+import concurrent.futures
 import hashlib
 import os
+import shlex
 import tempfile
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +37,8 @@ from runhouse.exceptions import ConfigError, SSHError
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 15.0
+UPLOAD_TIMEOUT_S = 600.0
+_PID_MARK = "@@runhouse-pid "
 
 
 _KEY_FILES: set[Path] = set()
@@ -120,6 +130,14 @@ class SSHCreds:
         )
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """How a streamed command ended: its exit code (None: stopped at its timeout) and last lines."""
+
+    exit_code: int | None
+    tail: str
+
+
 class _LoopThread:
     """An asyncio loop in a daemon thread, for asyncssh's connections."""
 
@@ -144,6 +162,8 @@ class SSHSession:
         self._runner = runner
         self._forwards: dict[int, tuple[int, asyncssh.SSHListener]] = {}
         self.cache: dict[tuple[int, str], str] = {}  # small files read from the host, per connection
+        self._home: str | None = None
+        self._sftp: bool | None = None  # None: not tried yet on this connection
 
     @property
     def where(self) -> str:
@@ -165,15 +185,133 @@ class SSHSession:
         except (asyncssh.Error, OSError, TimeoutError) as e:
             raise SSHError(f"{step} on {self.where} failed: {type(e).__name__}: {e}") from e
 
+    def home(self) -> str:
+        """The login's home folder on the host (``$HOME``), asked once per connection."""
+        if self._home is None:
+            rc, out, err = self.run('printf %s "$HOME"', timeout=30, step="find home")
+            if rc != 0 or not out.startswith("/"):
+                raise SSHError(f"cannot find the home folder on {self.where}: {(out + err).strip()[-500:]}")
+            self._home = out
+        return self._home
+
+    def remember_home(self, home: str) -> None:
+        """Record ``$HOME`` learnt by another command (saves :meth:`home` a round trip)."""
+        self._home = home
+
     def upload(self, local: Path, remote: str, step: str = "upload") -> None:
-        async def go() -> None:
-            async with self._conn.start_sftp_client() as sftp:
-                await sftp.put(str(local), remote)
+        """Copy ``local`` to ``remote`` on the host (a ``~/`` path starts at the login's ``$HOME``).
+
+        SFTP when the host offers it, else ``cat`` over the exec channel; the SSH server's
+        starting folder plays no part."""
+        if remote.startswith("~/"):
+            remote = f"{self.home()}/{remote[2:]}"
+        if self._sftp is not False:
+            try:
+                self._runner.run(self._sftp_put(local, remote), UPLOAD_TIMEOUT_S)
+                self._sftp = True
+                return
+            except asyncssh.ChannelOpenError as e:
+                if self._sftp:  # it worked on this connection before: this is another failure
+                    raise SSHError(f"{step} on {self.where} failed over SFTP: {e}") from e
+                self._sftp = False  # no SFTP subsystem on this host ("Session request failed")
+                sftp_error = str(e)
+            except (asyncssh.Error, OSError, TimeoutError) as e:
+                raise SSHError(f"{step} on {self.where} failed over SFTP: {e}") from e
+        else:
+            sftp_error = "not offered"
+        try:
+            rc, err = self._runner.run(self._exec_put(local, remote), UPLOAD_TIMEOUT_S)
+        except (asyncssh.Error, OSError, TimeoutError) as e:
+            rc, err = -1, f"{type(e).__name__}: {e}"
+        if rc != 0:
+            raise SSHError(
+                f"{step} on {self.where} failed: the host has no SFTP subsystem ({sftp_error}) and "
+                f"copying through the exec channel (cat > {remote}) failed too: {err.strip()[-500:]}"
+            )
+
+    async def _sftp_put(self, local: Path, remote: str) -> None:
+        async with self._conn.start_sftp_client() as sftp:
+            await sftp.put(str(local), remote)
+
+    async def _exec_put(self, local: Path, remote: str) -> tuple[int, str]:
+        result = await self._conn.run(f"cat > {shlex.quote(remote)}", stdin=local, encoding=None, check=False)
+        err = result.stderr or b""
+        message = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+        return int(result.exit_status if result.exit_status is not None else -1), message
+
+    def stream(
+        self,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        timeout: float,
+        quiet_s: float,
+        on_quiet: Callable[[float], None],
+    ) -> Streamed:
+        """Run ``command``, handing each line of its output (stdout and stderr merged) to
+        ``on_line`` as it comes; while no line has come for ``quiet_s`` seconds (and every
+        ``quiet_s`` after), call ``on_quiet`` with the seconds of silence. Past ``timeout`` the
+        command's process group is stopped and the result says so."""
+        tail: collections.deque[str] = collections.deque(maxlen=60)
+
+        async def go() -> int | None:
+            # sshd makes each session's shell a process group leader: its pid names the group
+            proc = await self._conn.create_process(
+                f'echo "{_PID_MARK}$$"; {command}', stderr=asyncssh.STDOUT, encoding="utf-8", errors="replace"
+            )
+            lines: asyncio.Queue[str | None] = asyncio.Queue()
+            group = ""
+
+            async def pump() -> None:
+                async for line in proc.stdout:
+                    await lines.put(line.rstrip("\r\n"))
+                await lines.put(None)
+
+            reader = asyncio.ensure_future(pump())
+            deadline = last = time.monotonic()
+            deadline += timeout
+            try:
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        line = await asyncio.wait_for(lines.get(), min(quiet_s, left))
+                    except (asyncio.TimeoutError, TimeoutError):
+                        if time.monotonic() < deadline:
+                            on_quiet(time.monotonic() - last)
+                        continue
+                    if line is None:
+                        await proc.wait(check=False)
+                        return int(proc.exit_status if proc.exit_status is not None else -1)
+                    if line.startswith(_PID_MARK) and not group:
+                        group = line[len(_PID_MARK) :]
+                        continue
+                    last = time.monotonic()
+                    tail.append(line)
+                    on_line(line)
+                await self._stop_group(group, proc)
+                return None
+            finally:
+                reader.cancel()
+                proc.close()
 
         try:
-            self._runner.run(go(), 600)
-        except (asyncssh.Error, OSError) as e:
-            raise SSHError(f"{step} on {self.where} failed: {e}") from e
+            rc = self._runner.run(go(), timeout + 30)
+        except (asyncssh.Error, OSError, concurrent.futures.TimeoutError) as e:
+            raise SSHError(
+                f"running {command.split()[0]} on {self.where} failed: {type(e).__name__}: {e}"
+            ) from e
+        return Streamed(rc, "\n".join(tail))
+
+    async def _stop_group(self, group: str, proc: asyncssh.SSHClientProcess[str]) -> None:
+        """Stop a streamed command's process group (TERM, then KILL after a grace period).
+
+        Closing the channel is not enough: sshd keeps a session open until its command exits."""
+        if not group.isdigit():
+            return
+        await self._conn.run(f"kill -TERM -- -{group} 2>/dev/null", check=False)
+        try:
+            await asyncio.wait_for(proc.wait_closed(), 5)
+        except (asyncio.TimeoutError, TimeoutError):
+            await self._conn.run(f"kill -KILL -- -{group} 2>/dev/null", check=False)
 
     def forward(self, remote_port: int) -> int:
         """A local port (on 127.0.0.1) tunnelled to 127.0.0.1:``remote_port`` on the host."""

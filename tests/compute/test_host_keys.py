@@ -36,9 +36,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def hosts():
-    reason = sshhosts.skip_reason(extra_tools=("sshpass", "rsync"))
-    if reason:
-        pytest.skip(reason)
+    sshhosts.require(("sshpass", "rsync"))
     with sshhosts.TestHosts(n=1) as made:
         yield made
 
