@@ -377,6 +377,30 @@ class Cluster(Resource):
     def __repr__(self) -> str:
         return f"<Cluster {self.name!r} {self.head}:{self.server_port}>"
 
+    # -- pickling: a cluster travels as its address; clients, tunnels and settings are rebuilt
+    # lazily where it lands (a worker reads its own RH_HOME, where the daemon's token is) ---------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("client", "_den_token", "_settings")}
+        state["_remote"] = self._remote is not None  # rebuilt from the fields below
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._settings = None
+        if state.get("_remote"):
+            self._remote = RemoteDaemon(
+                self.name or self.head,
+                self.head,
+                cast(SSHCreds, self.ssh_creds),
+                self.server_port,
+                self.server_connection_type,
+                self.settings,
+                self.python,
+                self.autostop_mins,
+            )
+        else:
+            self._remote = None
+
 
 def cluster_from_config(config: dict[str, Any]) -> Cluster:
     """The cluster a nested config describes (of its own kind, remembering where it is saved)."""

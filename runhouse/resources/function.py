@@ -5,18 +5,27 @@
     remote_sum = rh.function(np_sum).to(cluster, env=rh.env(name="np_env"))
     remote_sum([1, 2, 3])            # runs on the cluster, prints stream back
     handle = remote_sum.remote([4])  # result kept on the cluster: handle.fetch()
+    remote_sum.map([[1], [2, 3]])    # concurrent calls, results in order: [1, 5]
+    remote_sum.get_or_call("run1", True, True, [7])  # the result of run "run1", made once
+
+A deployed function pickles as its cluster address and name, so it can be passed to another
+remote function and called there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import shlex
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from runhouse.exceptions import ConfigError
-from runhouse.resources.calls import Options, RemoteCallable, RemoteResult
+from runhouse.exceptions import ConfigError, ObjectNotFound
+from runhouse.resources.calls import Options, RemoteCallable, RemoteResult, make_options, split_options
 from runhouse.resources.cluster import Cluster, cluster_from_config
-from runhouse.resources.code import code_spec, signature_of
+from runhouse.resources.code import code_spec, method_view, openapi_spec, signature_of
 from runhouse.resources.env import Env, env_from_config, resolve_env
+from runhouse.resources.module import object_endpoint
 from runhouse.resources.resource import Resource
 
 
@@ -39,8 +48,15 @@ class Function(Resource):
         self.env = env
         self.signature = signature or (signature_of(fn) if fn is not None else {})
 
-    def to(self, system: Cluster, env: Env | str | None = None, name: str | None = None) -> Function:
-        """Send the function to ``system`` (in ``env``'s worker) and return a stub calling it there."""
+    def to(
+        self,
+        system: Cluster,
+        env: Env | str | None = None,
+        name: str | None = None,
+        force_install: bool = False,
+    ) -> Function:
+        """Send the function to ``system`` (in ``env``'s worker) and return a stub calling it there;
+        ``force_install=True`` reinstalls the env's packages even when they did not change."""
         if not isinstance(system, Cluster):
             raise ConfigError(f".to() needs a cluster (rh.cluster(...)), got {type(system).__name__}")
         if self._fn is None:
@@ -49,7 +65,10 @@ class Function(Resource):
         if not key or key == "<lambda>":
             raise ConfigError("give the function a name: .to(cluster, name='my_fn')")
         env_obj = resolve_env(env)
-        env_config = system.ensure_env(env_obj)
+        if force_install:
+            env_config = system.ensure_env(env_obj, force_install=True)
+        else:
+            env_config = system.ensure_env(env_obj)
         spec, payload = code_spec(self._fn)
         spec = system.code_root(spec)
         deployed = Function(self._fn, key, system, env_obj, self.signature)
@@ -66,6 +85,18 @@ class Function(Resource):
             payload,
         )
         return deployed
+
+    def get_or_to(self, system: Cluster, env: Env | str | None = None, name: str | None = None) -> Function:
+        """The function deployed on ``system`` under ``name`` (this one's) if there, else ``.to()``."""
+        key = name or self.name
+        if isinstance(system, Cluster) and key:
+            try:
+                found = system.get(key, remote=True)
+            except ObjectNotFound:
+                found = None
+            if isinstance(found, Function):
+                return found
+        return self.to(system, env=env, name=name)
 
     # -- calling ----------------------------------------------------------------------------
     def _callable(self) -> RemoteCallable:
@@ -92,6 +123,109 @@ class Function(Resource):
         """An awaitable for the call, whatever kind the function is."""
         return self._callable().invoke(args, kwargs, Options(run_async=True))
 
+    # -- many calls ---------------------------------------------------------------------------
+    def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Any]:
+        """``fn.map([1, 2], [10, 20])`` is ``[fn(1, 10), fn(2, 20)]``, the calls made concurrently
+        on the cluster; keyword arguments (and call options) go to every call."""
+        if not iterables:
+            raise ConfigError("map needs at least one iterable of arguments: fn.map([1, 2, 3])")
+        return self._many(list(zip(*iterables, strict=False)), kwargs, "map")
+
+    def starmap(self, args_lists: Iterable[Iterable[Any]], **kwargs: Any) -> list[Any]:
+        """``fn.starmap([(1, 10), (2, 20)])`` is ``[fn(1, 10), fn(2, 20)]``, made concurrently."""
+        return self._many([tuple(a) for a in args_lists], kwargs, "starmap")
+
+    def _many(self, items: list[tuple[Any, ...]], kwargs: dict[str, Any], how: str) -> list[Any]:
+        call = self._callable()
+        kwargs, given = split_options(kwargs, self.signature)
+        if given.get("run_name"):
+            raise ConfigError(f"{how} makes many runs; one run_name cannot name them all")
+        options = make_options(call._options, {**given, "run_async": False})
+        generator = self.signature.get("generator")
+
+        def one(args: tuple[Any, ...]) -> Any:
+            result = call.invoke(args, kwargs, options)
+            return list(result) if generator and not options.remote else result
+
+        if not items:
+            return []
+        results: list[Any] = [None] * len(items)
+        with ThreadPoolExecutor(min(len(items), _MAX_PARALLEL), thread_name_prefix=f"rh-{how}") as pool:
+            futures = [pool.submit(one, args) for args in items]
+            for i, future in enumerate(futures):
+                try:
+                    results[i] = future.result()
+                except BaseException as e:
+                    for later in futures[i + 1 :]:
+                        later.cancel()
+                    if hasattr(e, "add_note"):
+                        e.add_note(f"{how} item {i} of {len(items)} failed: {self.name}{_shown(items[i])}")
+                    raise
+        return results
+
+    def get_or_call(
+        self, run_name: str, load: bool = True, local: bool = True, *args: Any, **kwargs: Any
+    ) -> Any:
+        """The result of the run ``run_name`` if the cluster still holds it, else run the function
+        now as that run (the result is kept on the cluster under ``run_name``). ``load=False``
+        always runs; ``local=False`` returns a :class:`RemoteResult` instead of the value."""
+        call = self._callable()
+        assert self.system is not None
+        if load:
+            try:
+                self.system.client.resource(run_name)
+            except ObjectNotFound:
+                pass
+            else:
+                return self.system.get(run_name) if local else RemoteResult(self.system, run_name)
+        kwargs, given = split_options(kwargs, self.signature)
+        options = make_options(
+            call._options, {**given, "run_name": run_name, "remote": True, "run_async": False}
+        )
+        handle = call.invoke(args, kwargs, options)
+        return handle.fetch() if local else handle
+
+    # -- addresses --------------------------------------------------------------------------
+    def endpoint(self, external: bool = False) -> str | None:
+        """``http://host:port/<name>``, where HTTP clients reach this function (``/<name>/call``)."""
+        if self.system is None or self.name is None:
+            return None
+        return object_endpoint(self.system, self.name, external)
+
+    def http_url(self, curl_command: bool = False, *args: Any, **kwargs: Any) -> str:
+        """The URL to POST calls to; with ``curl_command=True`` a curl command calling it with these
+        arguments (JSON; the cluster token is read from ``$RH_CLUSTER_TOKEN``)."""
+        endpoint = self.endpoint()
+        if endpoint is None:
+            raise ConfigError("this function is not on a cluster yet: call .to(cluster) first")
+        url = f"{endpoint}/call"
+        if not curl_command:
+            return url
+        body = json.dumps({"data": {"args": list(args), "kwargs": kwargs}, "serialization": "json"})
+        return (
+            f"curl -X POST {shlex.quote(url)} -H 'Content-Type: application/json' "
+            f'-H "Authorization: Bearer $RH_CLUSTER_TOKEN" -d {shlex.quote(body)}'
+        )
+
+    def method_signature(self, method: str = "call") -> dict[str, Any]:
+        """``{"signature", "async", "gen", "doc", "annotations"}`` of the function (method ``call``)."""
+        if method != "call":
+            raise AttributeError(f"a function has one method, 'call'; got {method!r}")
+        return method_view(self.signature)
+
+    def openapi_spec(self, spec_name: str | None = None) -> dict[str, Any]:
+        """An OpenAPI 3.0 document for calling the function over HTTP (``POST /<name>/call``)."""
+        if not self.name:
+            raise ConfigError("an OpenAPI spec needs the function's name: give it one with name=")
+        return openapi_spec(spec_name or self.name, self.name, {"call": self.signature})
+
+    # -- pickling -----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.system is not None:
+            state["_fn"] = None  # a deployed function travels as a stub: its code stays on the cluster
+        return state
+
     # -- metadata -----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         cfg = super().config()
@@ -114,6 +248,14 @@ class Function(Resource):
         system = cluster_from_config(config["system"]) if config.get("system") else None
         env = env_from_config(config.get("env"))
         return cls(None, config.get("name"), system, env, config.get("signature"))
+
+
+_MAX_PARALLEL = 32  # concurrent calls one map/starmap keeps in flight
+
+
+def _shown(args: tuple[Any, ...]) -> str:
+    text = repr(args) if len(args) != 1 else f"({args[0]!r})"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def function(

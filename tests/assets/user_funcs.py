@@ -233,3 +233,48 @@ def meet(parties, timeout=30.0):
         return True
     except threading.BrokenBarrierError:
         return False
+
+
+# -- the original's API: stubs that travel (tests/resources/test_original_*.py) -----------------
+
+
+def call_method(obj, method, *args):
+    """Call ``method`` of ``obj`` (a module stub passed in from the client) on the cluster."""
+    return getattr(obj, method)(*args)
+
+
+def keys_of(cluster):
+    """Keys of ``cluster`` (a cluster object passed in from the client), read on the cluster."""
+    return sorted(cluster.keys())
+
+
+def call_by_name(cluster, fn_name, *args):
+    """On the cluster: load a stub for another function on the same cluster and call it."""
+    import runhouse as rh
+
+    return rh.function(name=fn_name, system=cluster)(*args)
+
+
+def fail_on(x, bad):
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def typed(a: int, b: str = "x", c: float = 1.0) -> str:
+    """Repeat b a times.
+
+    More words here."""
+    return b * a
+
+
+class Worker:
+    """A stateful object whose replicas say which process they live in."""
+
+    def __init__(self, label="w"):
+        self.label = label
+        self.calls = 0
+
+    def pid(self):
+        self.calls += 1
+        return os.getpid()
