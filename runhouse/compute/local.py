@@ -69,6 +69,18 @@ def write_den_identity(settings: Settings, port: int, den_url: str, cluster: str
     return path
 
 
+CLUSTER_FILE = "cluster.json"  # the cluster's config (no credentials); the daemon's status shows it
+
+
+def cluster_config(settings: Settings, port: int) -> dict[str, object]:
+    """The config the client that started the daemon on ``port`` recorded for it, or {}."""
+    try:
+        loaded = json.loads((settings.daemon_dir(port) / CLUSTER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def read_token(settings: Settings, port: int) -> str | None:
     path = token_path(settings, port)
     try:

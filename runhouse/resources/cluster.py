@@ -12,13 +12,17 @@ This module covers clusters whose daemon runs on this machine; remote kinds buil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
+
+import psutil
 
 from runhouse.client.daemon_client import DaemonClient
 from runhouse.client.transport import Endpoint
@@ -66,7 +70,8 @@ class Cluster(Resource):
         self._settings = settings
         self.server_port = int(server_port or self.settings.port)
         self.server_connection_type = server_connection_type
-        self.default_env = default_env
+        # always an Env: the built-in default env (the daemon's own Python) when none is given
+        self.default_env: Env = default_env if default_env is not None else Env(name=DEFAULT_ENV_NAME)
         self.python = python
         self.autostop_mins = autostop_mins
         self.den_auth = bool(den_auth)
@@ -161,7 +166,7 @@ class Cluster(Resource):
         inherits them) and its requirements and setup commands are installed into the daemon's
         Python environment before the first call.
         """
-        extra = self.default_env.env_vars if self.default_env is not None else {}
+        extra = self.default_env.resolved_env_vars()
         identity = self._prepare_den_auth() if self.den_auth else None
         if self._remote is not None:
             self._remote.up(extra, den_identity=identity)
@@ -177,7 +182,8 @@ class Cluster(Resource):
         self._den_event("cluster_up")
         self._reset_client()
         self.client.check()
-        if self.default_env is not None and not self.default_env.is_reference:
+        self._record_config()
+        if not self.default_env.is_reference:
             self.ensure_env(self.default_env, as_default=True)
         return self
 
@@ -249,13 +255,90 @@ class Cluster(Resource):
         self._remote.rsync(source, dest, up=up, contents=contents)
 
     def status(self) -> dict[str, Any]:
+        """The daemon's state: ours (``workers``, ``calls_served``...) and the original's fields
+        (``cluster_config``, ``runhouse_version``, ``server_pid``, ``env_servlet_processes`` with CPU
+        and memory per env)."""
         return self.client.status()
 
+    # -- where it is ------------------------------------------------------------------------------
+    @property
+    def ips(self) -> list[str]:
+        """The cluster's hosts, head first."""
+        return list(self.hosts)
+
+    @property
+    def address(self) -> str:
+        """The head host."""
+        return self.head
+
+    @property
+    def server_address(self) -> str:
+        """The host this client sends requests to: ``localhost`` through an SSH tunnel or on this
+        machine, else the head host."""
+        return "localhost" if self.is_local() or self.server_connection_type == "ssh" else self.head
+
+    @property
+    def server_host(self) -> str:
+        """The address the daemon binds on its host."""
+        return "127.0.0.1" if self.is_local() or self.server_connection_type == "ssh" else "0.0.0.0"
+
+    @property
+    def client_port(self) -> int | None:
+        """The local port requests go to: the tunnel's once connected over SSH (None before), else
+        the server port."""
+        if self.server_connection_type != "ssh" or self._remote is None:
+            return self.server_port
+        client = self.__dict__.get("client")
+        return client.endpoint.port if client is not None else None
+
+    @property
+    def creds_values(self) -> dict[str, Any]:
+        """The SSH credentials as a dict (``ssh_user``, ``ssh_private_key``, ``password``...); {} for
+        a cluster on this machine."""
+        if self.ssh_creds is None:
+            return {}
+        return {k: v for k, v in dataclasses.asdict(self.ssh_creds).items() if v is not None}
+
+    def endpoint(self, external: bool = False) -> str | None:
+        """The daemon's URL. ``external=True``: the URL others reach it at, or None when only an SSH
+        tunnel reaches it; otherwise the URL this client uses (connecting first if needed)."""
+        scheme = "https" if self.server_connection_type == "tls" else "http"
+        if external:
+            if self.server_connection_type == "ssh" and not self.is_local():
+                return None
+            return f"{scheme}://{self.server_address}:{self.server_port}"
+        return str(self.client.endpoint.url)
+
+    def on_this_cluster(self) -> bool:
+        """Whether this code runs on this cluster (in one of its workers or shell commands)."""
+        inside = _inside_cluster()
+        if inside is None:
+            return False
+        settings, config = inside
+        if config.get("rns_address") and self.rns_address:
+            return bool(config["rns_address"] == self.rns_address)
+        if self.is_local() and (config.get("host") or ["localhost"])[0] in LOCAL_HOSTS:
+            return self.server_port == settings.port and self.settings.home == settings.home
+        return self.name is not None and config.get("name") == self.name and self.server_port == settings.port
+
+    def _record_config(self) -> None:
+        """Leave this cluster's config (without credentials) in the daemon's private folder, where
+        ``rh.here`` in its workers and ``status()["cluster_config"]`` find it."""
+        cfg = self.config()
+        cfg.pop("ssh_creds", None)
+        folder = '"${RH_HOME:-$HOME/.rh}/daemons/$RH_PORT"'  # the daemon's folder on its host
+        text = shlex.quote(json.dumps(cfg))
+        command = f"umask 077 && mkdir -p {folder} && printf %s {text} > {folder}/{local.CLUSTER_FILE}"
+        (code, _, err), *_ = self.run([command])
+        if code != 0:
+            log.warning("could not record the config of cluster %s on it: %s", self.name, err.strip())
+
     # -- envs and code -------------------------------------------------------------------------
-    def ensure_env(self, env: Env, as_default: bool = False) -> dict[str, Any]:
+    def ensure_env(self, env: Env, as_default: bool = False, force_install: bool = False) -> dict[str, Any]:
         """Create or update ``env`` on the cluster (installing its packages, with progress shown);
-        return the config the daemon built it from."""
-        config = env.wire_config(self)
+        return the config the daemon built it from. ``force_install=True`` installs again and reruns
+        setup commands even if the env is unchanged."""
+        config = env.wire_config(self, force_install=force_install)
         if as_default:
             if config.get("venv") or config.get("conda"):
                 raise ConfigError(
@@ -264,6 +347,7 @@ class Cluster(Resource):
             config["name"] = DEFAULT_ENV_NAME
         if not config.get("ref"):
             self.client.ensure_env(config)
+            config.pop("force", None)
         return config
 
     def sync(self, folder: str | Path) -> str:
@@ -292,15 +376,51 @@ class Cluster(Resource):
         self.client.put(key, obj, env=env_name)
 
     def get(self, key: str, default: Any = ..., remote: bool = False) -> Any:
-        """The object under ``key``, unpickled here; with ``remote=True`` a stub for it instead."""
+        """The object under ``key``, unpickled here; with ``remote=True`` a stub for it instead.
+
+        The name of an env on the cluster gives that env (bound to this cluster); a resource put
+        with :meth:`put_resource` comes back as that resource."""
         try:
             if remote:
                 return self._stub(key)
-            return self.client.get(key)
+            value = self.client.get(key)
         except ObjectNotFound:
+            found = self._env_named(key)
+            if found is not None:
+                return found
             if default is ...:
                 raise
             return default
+        if isinstance(value, dict) and set(value) == {_RESOURCE_MARK}:
+            return Resource.from_config(value[_RESOURCE_MARK])
+        return value
+
+    def _env_named(self, name: str) -> Env | None:
+        for info in self.client.envs():
+            if info["name"] == name:
+                if info.get("config"):
+                    found = cast(Env, Env.from_config(info["config"]))
+                    found.name = name
+                else:
+                    found = Env(name=name)
+                found.system = self
+                return found
+        return None
+
+    def put_resource(self, resource: Resource, env: Env | str | None = None) -> str:
+        """Keep ``resource`` on the cluster under its name; ``cluster.get(name)`` gives it back.
+
+        An env is set up on the cluster (as ``env.to(cluster)``); other resources are kept as their
+        config. Returns the key."""
+        if isinstance(resource, Env):
+            resource.to(self)
+            return resource.env_name
+        if not isinstance(resource, Resource):
+            raise ConfigError(f"put_resource takes a runhouse resource, got {type(resource).__name__}")
+        if not resource.name:
+            raise ConfigError("give the resource a name to put it on a cluster")
+        self.put(resource.name, {_RESOURCE_MARK: resource.config()}, env=env)
+        return resource.name
 
     def _stub(self, key: str) -> Any:
         info = self.client.resource(key)
@@ -315,7 +435,13 @@ class Cluster(Resource):
         return stub_type.from_deployed(self, key, config, resolve_env(info.get("env")))
 
     def keys(self, env: Env | str | None = None) -> list[str]:
-        return self.client.keys(resolve_env(env).env_name if env is not None else None)
+        """Names of the objects on the cluster (in ``env``'s worker, if given); without ``env`` the
+        names of the envs made on it as well (the built-in default env is not listed)."""
+        if env is not None:
+            return self.client.keys(resolve_env(env).env_name)
+        keys = self.client.keys(None)
+        envs = [e["name"] for e in self.client.envs() if e["name"] != DEFAULT_ENV_NAME]
+        return keys + [name for name in envs if name not in keys]
 
     def rename(self, old_key: str, new_key: str) -> None:
         self.client.rename(old_key, new_key)
@@ -330,14 +456,48 @@ class Cluster(Resource):
     def run(
         self,
         commands: str | list[str],
+        env: Env | str | None = None,
+        stream_logs: bool = False,
+        port_forward: Any = None,
+        require_outputs: bool = True,
+        node: str | None = None,
+        run_name: str | None = None,
         cwd: str | None = None,
         env_vars: dict[str, str] | None = None,
         stop_on_error: bool = False,
-    ) -> list[tuple[int, str, str]]:
-        """Run shell commands on the cluster: ``[(returncode, stdout, stderr), ...]``, one per command."""
+    ) -> list[Any]:
+        """Run shell commands on the cluster: ``[(returncode, stdout, stderr), ...]``, one per command.
+
+        With ``env`` (an Env, which is set up first, or the name of an env on the cluster) they run
+        in its context: its env vars, its venv or conda env first on PATH, its working dir.
+        ``stream_logs=True`` prints each command's output here as it finishes;
+        ``require_outputs=False`` returns only the return codes."""
+        if port_forward is not None or run_name is not None:
+            raise ConfigError(
+                "cluster.run(port_forward=..., run_name=...) is not supported; leave them unset"
+            )
+        if node not in (None, self.head, "head"):
+            raise ConfigError(
+                f"cluster.run runs on the head node ({self.head!r}); node={node!r} is not supported"
+            )
         cmds = [commands] if isinstance(commands, str) else list(commands)
-        results = self.client.run_bash(cmds, cwd=cwd, env_vars=env_vars, stop_on_error=stop_on_error)
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in results]
+        body: dict[str, Any] = {
+            "commands": cmds,
+            "cwd": cwd,
+            "env_vars": env_vars or {},
+            "stop_on_error": stop_on_error,
+        }
+        if env is not None:
+            env_obj = resolve_env(env)
+            self.ensure_env(env_obj)
+            body["env"] = env_obj.env_name
+        results = self.client.request_json("POST", "/run_bash", body)["results"]
+        out = [(int(r[0]), str(r[1]), str(r[2])) for r in results]
+        if stream_logs:
+            for _code, stdout, stderr in out:
+                sys.stdout.write(stdout)
+                sys.stderr.write(stderr)
+        return out if require_outputs else [code for code, _, _ in out]
 
     def logs(self, run_name: str) -> str:
         """Output recorded for a named run (``fn.options(run_name="r")(...)``)."""
@@ -351,7 +511,7 @@ class Cluster(Resource):
                 "host": self.hosts,
                 "server_port": self.server_port,
                 "server_connection_type": self.server_connection_type,
-                "default_env": self.default_env.config() if self.default_env else None,
+                "default_env": None if _builtin(self.default_env) else self.default_env.config(),
                 "ssh_creds": self.ssh_secret or (self.ssh_creds.public() if self.ssh_creds else None),
                 "python": self.python,
                 "autostop_mins": self.autostop_mins,
@@ -502,5 +662,43 @@ def cluster(
 
 
 def here() -> Cluster:
-    """The daemon on this machine, at the configured port."""
-    return Cluster(name="here", host="localhost", server_connection_type="none")
+    """The cluster this code runs on: inside a cluster's worker (or shell command), that cluster
+    (its name, port, default env; its token read from the daemon's private folder); elsewhere the
+    daemon on this machine at the configured port."""
+    inside = _inside_cluster()
+    if inside is None:
+        return Cluster(name="here", host="localhost", server_connection_type="none")
+    settings, config = inside
+    found = Cluster(
+        name=config.get("name") or "here",
+        host="localhost",
+        server_port=settings.port,
+        server_connection_type="none",
+        default_env=env_from_config(config.get("default_env")),
+        den_auth=bool(config.get("den_auth")),
+    )
+    found.rns_address = config.get("rns_address")
+    return found
+
+
+_RESOURCE_MARK = "__rh_resource_config__"
+
+
+def _inside_cluster() -> tuple[Settings, dict[str, Any]] | None:
+    """(settings, cluster config) when this process descends from the daemon its settings name
+    (a daemon gives its workers and shell commands ``RH_PORT`` and ``RH_HOME``), else None."""
+    settings = load_settings()
+    pid = local.daemon_pid(settings, settings.port)
+    if pid is None:
+        return None
+    try:
+        if pid not in {p.pid for p in psutil.Process().parents()}:
+            return None
+    except psutil.Error:
+        return None
+    return settings, dict(local.cluster_config(settings, settings.port))
+
+
+def _builtin(env: Env) -> bool:
+    """Whether ``env`` is the built-in default env (nothing configured)."""
+    return env.is_reference and env.name in (None, DEFAULT_ENV_NAME)

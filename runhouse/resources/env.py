@@ -13,6 +13,7 @@ gives the env a virtual environment of its own, so envs can hold conflicting ver
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -84,7 +85,11 @@ def _env_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class Env(Resource):
-    """A worker's environment: requirements, environment variables, setup commands, working dir."""
+    """A worker's environment: requirements, environment variables, setup commands, working dir.
+
+    Attributes may change after construction (``env.reqs += ["scipy"]``, ``env.env_vars = ".env"``,
+    ``env.working_dir = "./"``): what is installed is computed from them at the next ``.to()``.
+    """
 
     RESOURCE_TYPE = "env"
 
@@ -97,17 +102,16 @@ class Env(Resource):
         working_dir: str | None = None,
         compute: dict[str, Any] | None = None,
         venv: bool | str = False,
+        system: Cluster | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(name)
-        if isinstance(reqs, str | Package):
-            reqs = [reqs]
-        self.reqs = [r.to_requirement() if isinstance(r, Package) else r for r in reqs or []]
-        self._parsed_reqs = parse_reqs(self.reqs)
-        self.env_vars = _env_vars(env_vars)
+        super().__init__(name, **kwargs)
+        self.working_dir = working_dir
+        self.reqs = reqs  # normalized by the setter
+        self.env_vars = env_vars
         self.setup_cmds = list(setup_cmds or [])
         if not all(isinstance(c, str) for c in self.setup_cmds):
             raise ConfigError("setup_cmds must be a list of shell command strings")
-        self.working_dir = working_dir
         if compute is not None and not (
             isinstance(compute, dict) and all(isinstance(v, int | float) and v >= 0 for v in compute.values())
         ):
@@ -116,6 +120,40 @@ class Env(Resource):
         if venv is True and not name:
             raise ConfigError("venv=True needs the env to have a name (it names the virtual environment)")
         self.venv = (name if venv is True else venv) or None
+        self.system = system  # the cluster this env was set up on by .to(), if any
+
+    # -- attributes the user may change; read again at every .to() ------------------------------
+    @property
+    def reqs(self) -> list[str]:
+        """The requirements, with the working dir last (as the original listed it)."""
+        extra = [self.working_dir] if self.working_dir and self.working_dir not in self._reqs else []
+        return [*self._reqs, *extra]
+
+    @reqs.setter
+    def reqs(self, value: list[str | Package] | str | Package | None) -> None:
+        if isinstance(value, str | Package):
+            value = [value]
+        reqs = [r.to_requirement() if isinstance(r, Package) else r for r in value or []]
+        parse_reqs([r for r in reqs if r != self.working_dir])  # fails now on a bad entry, not at .to()
+        self._reqs = [r for r in reqs if r != self.working_dir]
+
+    @property
+    def _parsed_reqs(self) -> list[dict[str, str]]:
+        return parse_reqs(self._reqs)
+
+    @property
+    def env_vars(self) -> dict[str, str] | str:
+        """A dict, or the path of a ``.env`` file (read when the env is set up)."""
+        return self._env_vars
+
+    @env_vars.setter
+    def env_vars(self, value: dict[str, Any] | str | None) -> None:
+        resolved = _env_vars(value)  # checks a .env file exists
+        self._env_vars: dict[str, str] | str = value if isinstance(value, str) else resolved
+
+    def resolved_env_vars(self) -> dict[str, str]:
+        """The env vars as they are now (a ``.env`` file read again)."""
+        return _env_vars(self._env_vars)
 
     @property
     def env_name(self) -> str:
@@ -125,8 +163,8 @@ class Env(Resource):
     def is_reference(self) -> bool:
         """True when this env only names an env (nothing to build)."""
         return not (
-            self.reqs
-            or self.env_vars
+            self._reqs
+            or self._env_vars
             or self.setup_cmds
             or self.working_dir
             or self.venv
@@ -137,9 +175,35 @@ class Env(Resource):
     def _conda(self) -> dict[str, Any] | None:
         return None
 
-    def wire_config(self, system: Cluster | None = None) -> dict[str, Any]:
+    # -- on a cluster ---------------------------------------------------------------------------
+    def to(self, system: Cluster, force_install: bool = False, path: str | None = None) -> Env:
+        """Set this env up on ``system`` (packages, env vars, setup commands, working dir) and
+        return a copy bound to it: ``env.to(cluster).run(["python -V"])``.
+
+        ``force_install=True`` installs again and reruns setup commands even if nothing changed."""
+        from runhouse.resources.cluster import Cluster
+
+        if not isinstance(system, Cluster):
+            raise ConfigError(f"env.to() needs a cluster (rh.cluster(...)), got {type(system).__name__}")
+        if path is not None:
+            raise ConfigError(
+                "env.to(path=...) is not supported: the cluster keeps synced folders in its own sync "
+                "folder and the env's working dir is set to that copy; leave path unset"
+            )
+        system.ensure_env(self, force_install=force_install)
+        bound = cast(Env, Env.from_config(self.config()))
+        bound.system = system
+        return bound
+
+    def run(self, commands: str | list[str], **kwargs: Any) -> Any:
+        """Run shell commands on the env's cluster in its context (env vars, Python, working dir)."""
+        if self.system is None:
+            raise ConfigError("this env is not on a cluster yet: call env.to(cluster) first")
+        return self.system.run(commands, env=self, **kwargs)
+
+    def wire_config(self, system: Cluster | None = None, force_install: bool = False) -> dict[str, Any]:
         """What the daemon needs to build this env; local folders are synced to ``system`` first."""
-        if self.is_reference:
+        if self.is_reference and not force_install:
             return {"name": self.env_name, "ref": True}
         reqs = []
         for req in self._parsed_reqs:
@@ -149,22 +213,26 @@ class Env(Resource):
                 req = {"kind": "local", "spec": system.sync(req["spec"])}
             reqs.append(req)
         working_dir = system.sync(self.working_dir) if (self.working_dir and system is not None) else None
-        return {
+        config: dict[str, Any] = {
             "name": self.env_name,
             "reqs": reqs,
-            "env_vars": self.env_vars,
+            "env_vars": self.resolved_env_vars(),
             "setup_cmds": self.setup_cmds,
             "working_dir": working_dir,
             "venv": self.venv,
             "conda": self._conda(),
             "compute": self.compute or None,
+            "resource": self.config(),
         }
+        if force_install:
+            config["force"] = True
+        return config
 
     def config(self) -> dict[str, Any]:
         return {
             **super().config(),
-            "reqs": self.reqs,
-            "env_vars": self.env_vars,
+            "reqs": self._reqs,
+            "env_vars": self.resolved_env_vars(),
             "setup_cmds": self.setup_cmds,
             "working_dir": self.working_dir,
             "compute": self.compute,
@@ -181,9 +249,19 @@ class CondaEnv(Env):
 
     RESOURCE_TYPE = "conda_env"
 
-    def __init__(self, conda_env: dict[str, Any] | str, name: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, conda_env: dict[str, Any] | str | None = None, name: str | None = None, **kwargs: Any
+    ) -> None:
         spec: dict[str, Any] | None
-        if isinstance(conda_env, dict):
+        if conda_env is None:  # a new conda env named after the env, with this machine's Python
+            if not name:
+                raise ConfigError("rh.conda_env() needs name= or conda_env= (a spec, a yaml path or a name)")
+            spec = {
+                "name": name,
+                "dependencies": [f"python={sys.version_info[0]}.{sys.version_info[1]}", "pip"],
+            }
+            conda_name = name
+        elif isinstance(conda_env, dict):
             spec = conda_env
             conda_name = str(conda_env.get("name") or name or "")
         elif isinstance(conda_env, str) and Path(conda_env).expanduser().is_file():
@@ -197,9 +275,18 @@ class CondaEnv(Env):
             raise ConfigError("conda_env must be a dict, the path of an environment.yml, or an env name")
         if not conda_name:
             raise ConfigError("name the conda env: give the spec a 'name' or pass name=")
+        if kwargs.get("venv"):
+            raise ConfigError("a conda env has its own Python: venv= does not apply")
+        kwargs.pop("venv", None)
         super().__init__(name=name or conda_name, **kwargs)
         self.conda_name = conda_name
         self.conda_spec = spec
+
+    @property
+    def conda_yaml(self) -> dict[str, Any] | None:
+        """The conda environment spec (as in an ``environment.yml``); None for an env that already
+        exists on the cluster and is only named."""
+        return self.conda_spec
 
     def _conda(self) -> dict[str, Any] | None:
         return {"name": self.conda_name, "spec": self.conda_spec, "existing": self.conda_spec is None}
@@ -215,47 +302,87 @@ class CondaEnv(Env):
 
 
 def env(
-    reqs: list[str | Package] | None = None,
-    env_vars: dict[str, Any] | str | None = None,
+    reqs: list[str | Package] | str | None = None,
+    conda_env: dict[str, Any] | str | None = None,
     name: str | None = None,
     setup_cmds: list[str] | None = None,
+    env_vars: dict[str, Any] | str | None = None,
     working_dir: str | None = None,
     compute: dict[str, Any] | None = None,
     venv: bool | str = False,
+    **kwargs: Any,
 ) -> Env:
     """Describe a worker environment: ``rh.env(reqs=["numpy"], env_vars={"K": "v"}, name="np_env")``.
 
     ``reqs`` take PyPI specs, local package folders (``"./pkg"``), ``"pip:..."``, ``"conda:..."``,
     ``"-r requirements.txt"`` and ``rh.package(...)`` objects; ``env_vars`` a dict or a ``.env`` file;
-    ``venv=True`` an isolated virtual environment. Unnamed envs mean the cluster's default env.
+    ``venv=True`` an isolated virtual environment; ``conda_env=`` (a spec, an ``environment.yml``
+    path or an existing conda env's name) makes a :class:`CondaEnv`. Unnamed envs mean the
+    cluster's default env. With only ``name`` of a saved env, that env is loaded.
     """
-    return Env(
-        name=name,
-        reqs=reqs,
-        env_vars=env_vars,
-        setup_cmds=setup_cmds,
-        working_dir=working_dir,
-        compute=compute,
-        venv=venv,
-    )
+    fields: dict[str, Any] = {
+        "reqs": reqs,
+        "setup_cmds": setup_cmds,
+        "env_vars": env_vars,
+        "working_dir": working_dir,
+        "compute": compute,
+    }
+    if conda_env is not None:
+        return CondaEnv(conda_env, name=name, venv=venv, **fields, **kwargs)
+    if name and not any(fields.values()) and not venv and not kwargs:
+        saved = _saved_env(name)
+        if saved is not None:
+            return saved
+    return Env(name=name, venv=venv, **fields, **kwargs)
 
 
-def conda_env(conda_env: dict[str, Any] | str, name: str | None = None, **kwargs: Any) -> CondaEnv:
+def conda_env(
+    conda_env: dict[str, Any] | str | None = None, name: str | None = None, **kwargs: Any
+) -> CondaEnv:
     """A conda-backed env: ``rh.conda_env({"name": "ml", "dependencies": ["python=3.11"]})``,
-    the path of an ``environment.yml``, or the name of a conda env that exists on the cluster."""
+    the path of an ``environment.yml``, the name of a conda env that exists on the cluster, or
+    (with only ``name=`` and ``reqs=``) a new conda env of that name with this machine's Python."""
     return CondaEnv(conda_env, name=name, **kwargs)
 
 
-def env_from_config(config: dict[str, Any] | None) -> Env | None:
-    """The env a nested config describes, of its own kind (a conda env stays one), or None."""
+def _saved_env(name: str) -> Env | None:
+    """The env saved under ``name`` (``~/x``, ``/owner/x``), or None when none is."""
+    if not name.startswith(("~/", "/", "@/")):
+        return None  # a plain name refers to an env on the cluster; never a network lookup
+    from runhouse.exceptions import ObjectNotFound
+
+    try:
+        return Env.load(name)
+    except ObjectNotFound:
+        return None
+
+
+def env_from_config(config: dict[str, Any] | str | None) -> Env | None:
+    """The env a nested config describes, of its own kind (a conda env stays one), or None.
+
+    A condensed config names the env instead (see ``Resource.config(condensed=True)``)."""
+    if isinstance(config, str):
+        return resolve_env(config)
     return cast(Env, Env.from_config(config)) if config else None
 
 
-def resolve_env(value: Env | str | None) -> Env:
+def resolve_env(value: Env | str | list[Any] | dict[str, Any] | None) -> Env:
+    """The env an ``env=`` argument means: an Env; the name of an env on the cluster (or of a saved
+    one, ``~/x``); a list of requirements (the default env with those installed); or a dict (an
+    env's config, or ``rh.env`` keyword arguments)."""
     if value is None:
         return Env()
-    if isinstance(value, str):
-        return Env(name=value)
     if isinstance(value, Env):
         return value
-    raise ConfigError(f"env must be an rh.env(...) or an env name, got {type(value).__name__}")
+    if isinstance(value, str):
+        return _saved_env(value) or Env(name=value)
+    if isinstance(value, list):
+        return Env(reqs=value)
+    if isinstance(value, dict):
+        if value.get("resource_type") in ("env", "conda_env"):
+            return cast(Env, Env.from_config(value))
+        return env(**value)
+    raise ConfigError(
+        "env must be an rh.env(...), an env name, a list of requirements or a dict, "
+        f"got {type(value).__name__}"
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from importlib import import_module
 from typing import Any, ClassVar, TypeVar
 
 from runhouse.exceptions import ConfigError
 from runhouse.resources.den import den_client
-from runhouse.resources.store import LocalStore, den_address, local_name
+from runhouse.resources.store import LocalStore, den_address, local_name, rns_address_of
 from runhouse.settings import Settings, load_settings
 
 R = TypeVar("R", bound="Resource")
@@ -26,6 +28,9 @@ _MODULES = {
 }
 
 
+VISIBILITIES = ("private", "unlisted", "public")
+
+
 class Resource:
     """Something with a name and a metadata signature (``config()``).
 
@@ -40,20 +45,62 @@ class Resource:
         super().__init_subclass__(**kwargs)
         if "RESOURCE_TYPE" in cls.__dict__:
             Resource._registry[cls.RESOURCE_TYPE] = cls
+        own = cls.__dict__.get("config")
+        if callable(own) and "condensed" not in inspect.signature(own).parameters:
+            cls.config = _with_condensed(own)  # type: ignore[method-assign]
 
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name
+    def __init__(
+        self,
+        name: str | None = None,
+        dryrun: bool = False,
+        access_level: str | None = None,
+        visibility: str | None = None,
+        provenance: Any = None,
+    ) -> None:
+        """``name`` may be a saved name: ``"~/x"`` (local store), ``"/owner/x"`` (Den) or ``"@/x"``
+        (yours); the resource is then called ``x`` and ``rns_address`` says where it is saved.
+
+        ``dryrun`` is accepted as the original took it (constructors here never touch a system);
+        ``access_level`` and ``visibility`` describe a resource loaded from Den."""
+        if not isinstance(dryrun, bool):
+            raise ConfigError("dryrun must be True or False")
+        if provenance is not None:
+            raise ConfigError("provenance= (run records of the original) is not supported")
+        if visibility is not None and visibility not in VISIBILITIES:
+            raise ConfigError(f"visibility must be one of {', '.join(VISIBILITIES)}, got {visibility!r}")
         # where this resource is saved: "/owner/name" in Den, "~/name" in the local store, or None
         self.rns_address: str | None = None
+        if name is not None and name.startswith(("~/", "/", "@/")):
+            self.rns_address = rns_address_of(name, load_settings())
+            name = self.rns_address.rsplit("/", 1)[-1]
+        self.name = name
+        self.dryrun = dryrun
+        self.access_level = access_level
+        self.visibility = visibility
+
+    @property
+    def resource_subtype(self) -> str:
+        """The class of this resource (``"CondaEnv"``, ``"Cluster"``...), as configs record it."""
+        return type(self).__name__
 
     def config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"resource_type": self.RESOURCE_TYPE, "name": self.name}
+        """This resource's metadata, from which ``Resource.from_config`` rebuilds it.
+
+        ``config(condensed=True)`` (on every resource class) names nested resources that are saved
+        (by their ``rns_address``) instead of repeating their whole config."""
+        cfg: dict[str, Any] = {
+            "resource_type": self.RESOURCE_TYPE,
+            "resource_subtype": self.resource_subtype,
+            "name": self.name,
+        }
         if self.rns_address:
             cfg["rns_address"] = self.rns_address
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Resource:
+    def from_config(cls, config: dict[str, Any] | str) -> Resource:
+        if isinstance(config, str):  # a condensed config's reference to a saved resource
+            return cls.load(config) if cls is not Resource else Resource.from_name(config)
         kind = config.get("resource_type")
         target = cls if kind == cls.RESOURCE_TYPE else Resource.type_named(str(kind))
         if target is None:
@@ -190,3 +237,31 @@ class Resource:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _with_condensed(config: Callable[[Any], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Give a subclass's ``config(self)`` the ``condensed`` argument."""
+
+    def wrapped(self: Resource, condensed: bool = False) -> dict[str, Any]:
+        cfg = config(self)
+        return condense(cfg) if condensed else cfg
+
+    wrapped.__doc__ = config.__doc__ or Resource.config.__doc__
+    wrapped.__name__ = "config"
+    return wrapped
+
+
+def condense(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with each nested config of a saved resource replaced by its ``rns_address``."""
+
+    def shrink(value: Any) -> Any:
+        if isinstance(value, dict) and value.get("resource_type") and value.get("rns_address"):
+            return value["rns_address"]
+        if isinstance(value, list):
+            return [shrink(v) for v in value]
+        return value
+
+    return {key: shrink(value) for key, value in cfg.items()}
+
+
+Resource.config = _with_condensed(Resource.config)  # type: ignore[method-assign]

@@ -2,7 +2,8 @@
 
 Names: ``~/name`` lives in the local store, a folder under ``$RH_HOME/resources`` (and
 ``$RH_HOME/secrets`` for secrets, mode 0600); ``/owner/name`` lives in Den, the team registry; a
-bare ``name`` means ``~/name`` while no Den login is configured. Saves are atomic (write to a
+bare ``name`` means ``~/name`` while no Den login is configured; ``@/name`` is the current user's
+(``/<you>/name`` when logged in to Den, ``~/name`` otherwise). Saves are atomic (write to a
 temporary file, then rename), so concurrent saves of one name leave one whole record.
 """
 
@@ -38,7 +39,7 @@ def local_name(name: str) -> str:
             f"{name!r} names a resource in Den, the team registry, which this client is not logged in to; "
             "run `runhouse login` first, or save and load with '~/name' to use the local store"
         )
-    key = name[2:] if name.startswith("~/") else name
+    key = name[2:] if name.startswith(("~/", "@/")) else name
     return check_name(key, name)
 
 
@@ -49,7 +50,11 @@ def den_address(name: str, settings: Settings) -> str | None:
     to Den and ``~/x`` otherwise."""
     if name.startswith("~/"):
         return None
-    if name.startswith("/"):
+    if name.startswith("@/"):
+        name = name[2:]
+        if not name:
+            raise ConfigError("'@/' needs a name after it: '@/my_resource'")
+    elif name.startswith("/"):
         parts = name.split("/")
         if len(parts) != 3 or not parts[1] or not parts[2]:
             raise ConfigError(f"invalid Den name {name!r}: Den names look like '/owner/name'")
@@ -63,6 +68,20 @@ def den_address(name: str, settings: Settings) -> str | None:
     from runhouse.resources.den import current_user  # only logged-in clients load the Den client
 
     return f"/{current_user(settings)}/{name}"
+
+
+def rns_address_of(name: str, settings: Settings) -> str:
+    """Where a resource named ``name`` is saved: ``/owner/x`` in Den or ``~/x`` locally.
+
+    ``~/x`` and ``/owner/x`` are taken as they are (a Den name is checked for shape only, so a
+    config naming it loads without a login); ``@/x`` and bare names follow :func:`den_address`."""
+    if name.startswith("/"):
+        parts = name.split("/")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ConfigError(f"invalid Den name {name!r}: Den names look like '/owner/name'")
+        check_name(parts[2], name)
+        return name
+    return den_address(name, settings) or f"~/{local_name(name)}"
 
 
 class LocalStore:

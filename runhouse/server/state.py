@@ -6,6 +6,7 @@ Built by :func:`runhouse.server.app.create_app`; nothing here exists at import t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -27,6 +28,7 @@ from runhouse.settings import Settings
 log = logging.getLogger("runhouse.daemon")
 
 MAX_RUN_LOGS = 200
+CLUSTER_FILE = "cluster.json"  # the cluster's config (no credentials), written by the client at start
 MAX_RUN_LOG_CHARS = 1 << 20
 
 
@@ -74,10 +76,12 @@ class DaemonState:
         """Make the env ``config`` describes exist and return its worker.
 
         A config with ``"ref": True`` only names an env: an existing one is used as it is. A new or
-        changed config is built (packages installed, setup commands run); a worker whose environment
-        changed is restarted, and says so, since its objects are lost.
+        changed config is built (packages installed, setup commands run), and so is an unchanged
+        one with ``"force": True``; a worker whose environment changed is restarted, and says so,
+        since its objects are lost.
         """
         name = check_env_name(config.get("name"))
+        force = bool(config.get("force"))
         emit = emit or _log_emit(name)
         lock = self._env_locks.setdefault(name, asyncio.Lock())
         async with lock:
@@ -87,9 +91,13 @@ class DaemonState:
             if config.get("ref") and (old is not None or name == DEFAULT_ENV):
                 return await self.worker(name)
             config = {
-                k: v for k, v in config.items() if k == "name" or (k != "ref" and v not in (None, [], {}))
+                k: v
+                for k, v in config.items()
+                if k == "name" or (k not in ("ref", "force") and v not in (None, [], {}))
             }
-            if running and old == config:
+            if force and old is not None and config.keys() <= {"name", "resource"}:
+                config = {**config, **old}  # reinstall what the env has, not an empty env
+            if running and old == config and not force:
                 return await self.worker(name)
             python = await EnvBuilder(self.envs_dir, emit).build(config)
             self.env_configs[name] = config
@@ -102,7 +110,7 @@ class DaemonState:
     async def _start_worker(self, env: str) -> WorkerHandle:
         config = self.env_configs.get(env) or {"name": env}
         python = self.env_pythons.get(env, sys.executable)
-        environ = EnvBuilder(self.envs_dir, _log_emit(env)).worker_environ(config, python)
+        environ = self.env_environ(config, python)
         handle = WorkerHandle(
             env,
             environ,
@@ -115,6 +123,21 @@ class DaemonState:
         await handle.start(log_path)
         self.workers[env] = handle
         return handle
+
+    def env_environ(self, config: dict[str, Any], python: str) -> dict[str, str]:
+        """The environment of an env's worker and shell commands: the env's variables and Python,
+        and this daemon's port as ``RH_PORT``, so ``rh.here`` there is this cluster."""
+        environ = EnvBuilder(self.envs_dir, _log_emit(config["name"])).worker_environ(config, python)
+        environ["RH_PORT"] = str(self.port)
+        return environ
+
+    def cluster_config(self) -> dict[str, Any]:
+        """The cluster's config as the client that started the daemon described it, or {}."""
+        try:
+            loaded = json.loads((self.settings.daemon_dir(self.port) / CLUSTER_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
         if self.workers.get(handle.name) is handle:

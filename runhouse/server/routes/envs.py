@@ -51,6 +51,10 @@ def check_env_config(body: dict[str, Any]) -> dict[str, Any]:
         or not isinstance(conda.get("spec"), dict | None)
     ):
         raise BadRequest("'conda' must be {'name': str, 'spec': {...} or null}", 400)
+    if not isinstance(body.get("force", False), bool):
+        raise BadRequest("'force' must be true or false", 400)
+    if not isinstance(body.get("resource") or {}, dict):
+        raise BadRequest("'resource' must be the env's config (an object)", 400)
     venv = body.get("venv")
     if venv is not None and (not isinstance(venv, str) or "/" in venv or venv.startswith(".")):
         raise BadRequest(f"'venv' must be a plain directory name, got {venv!r}", 400)
@@ -76,6 +80,7 @@ async def envs(request: Request) -> Response:
                 "env_vars": sorted(config.get("env_vars") or {}),
                 "objects": state.registry.keys(name),
                 "rss_mb": handle.stats().get("rss_mb") if handle else None,
+                "config": config.get("resource"),
             }
         )
     return JSONResponse({"envs": out})
