@@ -36,7 +36,9 @@ def test_cluster_run_in_an_env_has_its_vars_python_and_working_dir(cluster, tmp_
     project.mkdir()
     (project / "marker.txt").write_text("in the working dir\n")
     env = rh.env(name="orig_run_env", env_vars={"ORIG_RUN": "yes"}, working_dir=str(project), venv=True)
-    results = cluster.run(["echo $ORIG_RUN", "cat marker.txt", "python -c 'import sys; print(sys.prefix)'"], env=env)
+    results = cluster.run(
+        ["echo $ORIG_RUN", "cat marker.txt", "python -c 'import sys; print(sys.prefix)'"], env=env
+    )
     assert [r[0] for r in results] == [0, 0, 0]
     assert results[0][1] == "yes\n" and results[1][1] == "in the working dir\n"
     assert results[2][1].strip().endswith("orig_run_env")  # the env's own venv is first on PATH
@@ -74,7 +76,9 @@ def test_conda_env_factories_and_conda_yaml(tmp_path):
     assert named.conda_yaml["name"] == "orig_conda" and named.reqs == ["six"]
     spec = {"name": "orig_spec", "dependencies": ["python=3.11"]}
     from_spec = rh.env(conda_env=spec, reqs=["pip:six"])
-    assert isinstance(from_spec, rh.CondaEnv) and from_spec.conda_yaml == spec and from_spec.name == "orig_spec"
+    assert (
+        isinstance(from_spec, rh.CondaEnv) and from_spec.conda_yaml == spec and from_spec.name == "orig_spec"
+    )
     existing = rh.env(conda_env="orig_existing")
     assert isinstance(existing, rh.CondaEnv) and existing.conda_yaml is None
     assert existing.config()["resource_subtype"] == "CondaEnv"
