@@ -621,6 +621,9 @@ def cluster(
     den_auth: bool = False,
     instance_type: str | None = None,
     provider: str | None = None,
+    ips: list[str] | None = None,
+    server_host: str | None = None,
+    dryrun: bool = False,
     **kwargs: Any,
 ) -> Cluster:
     """A cluster handle.
@@ -629,6 +632,8 @@ def cluster(
     ``rh.cluster(name="lab", host=["10.0.0.5"], ssh_creds={"ssh_user": "me", "ssh_private_key": "~/.ssh/id"})``
     for machines reached over SSH (``server_connection_type`` ``ssh`` (default), ``tls`` or ``none``;
     ``python`` picks the host's interpreter; ``autostop_mins`` stops an idle daemon).
+    The original's ``ips=`` (for ``host=``), ``server_host=`` (what it would bind anyway) and
+    ``dryrun=`` (a handle never connects until used) are accepted.
     """
     if instance_type is not None or provider is not None:
         raise ConfigError(
@@ -637,6 +642,10 @@ def cluster(
         )
     if kwargs:
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
+    if ips is not None:  # the original's name for the hosts
+        if host is not None and list([host] if isinstance(host, str) else host) != list(ips):
+            raise ConfigError("give the hosts once: host= or ips=, not both")
+        host = list(ips)
     if host is None and name is not None:
         try:
             return Cluster.load(name)
@@ -648,7 +657,7 @@ def cluster(
         raise ConfigError("rh.cluster needs host= (e.g. host='localhost'), or the name of a saved cluster")
     head = host if isinstance(host, str) else (host[0] if host else "")
     connection = server_connection_type or ("none" if head in LOCAL_HOSTS else "ssh")
-    return Cluster(
+    made = Cluster(
         name=name,
         host=host,
         server_port=server_port,
@@ -659,6 +668,12 @@ def cluster(
         autostop_mins=autostop_mins,
         den_auth=den_auth,
     )
+    if server_host is not None and server_host != made.server_host:
+        raise ConfigError(
+            f"this cluster's daemon binds {made.server_host} (from server_connection_type="
+            f"{connection!r}); server_host={server_host!r} cannot be honoured"
+        )
+    return made
 
 
 def here() -> Cluster:

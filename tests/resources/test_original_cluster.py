@@ -48,6 +48,10 @@ def test_address_properties_of_an_ssh_cluster_need_no_connection():
     assert c.address == "10.9.8.7" and c.server_address == "localhost" and c.server_host == "127.0.0.1"
     assert c.creds_values["ssh_user"] == "me" and c.creds_values["password"] == "pw"
     assert c.client_port is None and c.endpoint(external=True) is None  # reached through a tunnel only
+    by_ips = rh.cluster(name="orig_ips", ips=["10.9.8.7"], ssh_creds={"ssh_user": "me"}, dryrun=True)
+    assert by_ips.ips == ["10.9.8.7"] and by_ips.server_host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="server_host"):
+        rh.cluster(name="orig_bind", ips=["10.9.8.7"], ssh_creds={"ssh_user": "me"}, server_host="0.0.0.0")
     tls = rh.cluster(
         name="orig_tls", host="10.9.8.7", server_connection_type="tls", ssh_creds={"ssh_user": "me"}
     )
