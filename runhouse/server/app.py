@@ -21,7 +21,8 @@ from runhouse.exceptions import RunhouseError
 from runhouse.protocol.errors import WireError
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.denauth import DenAuth
-from runhouse.server.routes import admin, calls, envs, folders, objects
+from runhouse.server.routes import admin, calls, envs, files, folders, objects, settings
+from runhouse.server.routes.openapi import describe_route
 from runhouse.server.routes.relay import reply_for_error
 from runhouse.server.state import DaemonState
 from runhouse.settings import Settings
@@ -45,6 +46,15 @@ ROUTES = [
     Route("/run_bash", admin.run_bash, methods=["POST"]),
     Route("/folder/sync", folders.sync_plan, methods=["POST"]),
     Route("/folder/upload", folders.upload, methods=["POST"]),
+    # the original system's routes (docs/architecture.md, "Compatibility routes")
+    Route("/settings", settings.update_settings, methods=["POST"]),
+    Route("/folder/method/ls", files.ls, methods=["POST"]),
+    Route("/folder/method/mkdir", files.mkdir, methods=["POST"]),
+    Route("/folder/method/get", files.get, methods=["POST"]),
+    Route("/folder/method/put", files.put, methods=["POST"]),
+    Route("/folder/method/rm", files.rm, methods=["POST"]),
+    Route("/folder/method/mv", files.mv, methods=["POST"]),
+    Route("/folder/method/exists", files.exists, methods=["POST"]),
 ]
 FIXED_PATHS = frozenset(route.path for route in ROUTES)
 
@@ -60,7 +70,9 @@ class CallDispatcher:
     """Sends ``/{key}/{method}`` straight to the call handler and everything else to Starlette.
 
     Calls are the hot path: skipping the framework's routing and request objects for them roughly
-    doubles the calls per second one daemon process can serve.
+    doubles the calls per second one daemon process can serve. ``GET /{key}/openapi.json`` and
+    ``GET /{key}/docs`` describe the object instead of calling it (:mod:`routes.openapi`); the
+    fast path serves POST only, so it never sees them.
     """
 
     def __init__(self, app: Starlette, state: DaemonState) -> None:
@@ -72,10 +84,10 @@ class CallDispatcher:
         if scope["type"] == "http" and path not in FIXED_PATHS:
             parts = path.split("/")
             if len(parts) == 3 and parts[1] and parts[2]:
+                key, method = unquote(parts[1]), unquote(parts[2])
                 try:
-                    reply = await calls.handle_call(
-                        self.state, scope, receive, unquote(parts[1]), unquote(parts[2])
-                    )
+                    described = describe_route(self.state, key, method) if scope["method"] == "GET" else None
+                    reply = described or await calls.handle_call(self.state, scope, receive, key, method)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status by type
                     reply = reply_for_error(exc)
                 await reply(scope, receive, send)
@@ -126,6 +138,7 @@ def create_app(
         exception_handlers={RunhouseError: _handle_error, WireError: _handle_error, Exception: _handle_error},
     )
     app.state.rh = state
+    app.state.den_auth = den_auth
     hint = f"the cluster token is in {settings.daemon_dir(port) / 'token'}"
     # Bound to every address (an explicit opt-in), any Host name may reach it; the token still guards it.
     allowed = {settings.host} if settings.host not in ("0.0.0.0", "::") else None

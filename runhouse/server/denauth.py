@@ -39,8 +39,13 @@ READ_ROUTES = frozenset(
         ("GET", "/resource"),
         ("GET", "/envs"),
         ("POST", "/logs"),
+        ("POST", "/folder/method/ls"),
+        ("POST", "/folder/method/get"),
+        ("POST", "/folder/method/exists"),
     }
 )
+# ``GET /{key}/openapi.json`` and ``/{key}/docs`` have the shape of a call, so they need read like
+# one (on the cluster, or on the object's own resource): a caller who may call may read the spec.
 IDENTITY_FILE = "den.json"
 
 

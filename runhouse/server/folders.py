@@ -22,7 +22,8 @@ MANIFEST = ".rh_manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def _check_rel(rel: str) -> str:
+def check_rel(rel: str) -> str:
+    """A relative path that stays inside its folder (no absolute paths, no '..')."""
     path = PurePosixPath(rel)
     if (
         path.is_absolute()
@@ -44,7 +45,7 @@ def check_manifest(manifest: Any) -> dict[str, list[int]]:
     for rel, stamp in manifest.items():
         if not (isinstance(stamp, list) and len(stamp) == 2 and all(isinstance(v, int) for v in stamp)):
             raise BadRequest(f"manifest entry for {rel!r} must be [size, mtime_ns]", 400)
-        out[_check_rel(str(rel))] = stamp
+        out[check_rel(str(rel))] = stamp
     return out
 
 
@@ -83,7 +84,7 @@ class FolderStore:
             with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
                 members = tar.getmembers()
                 for member in members:
-                    rel = _check_rel(member.name)
+                    rel = check_rel(member.name)
                     if not member.isfile():
                         raise BadRequest(f"folder sync archive member {rel!r} is not a regular file", 400)
                     if rel not in manifest:
@@ -93,7 +94,7 @@ class FolderStore:
                 for member in members:
                     source = tar.extractfile(member)
                     assert source is not None
-                    target = folder / _check_rel(member.name)
+                    target = folder / check_rel(member.name)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     tmp = target.with_name(target.name + ".rh-part")
                     parts.append((tmp, target))

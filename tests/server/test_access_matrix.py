@@ -89,6 +89,22 @@ def _put(ser: str) -> Callable[[str, Path], tuple[bytes, str]]:
     return make
 
 
+def _files(**fields: Any) -> Callable[[str, Path], tuple[bytes, str]]:
+    """A file-route body; ``{home}`` is the daemon's $RH_HOME (inside the roots), ``{tag}`` the cell."""
+
+    def make(tag: str, marker: Path) -> tuple[bytes, str]:
+        home = os.environ["RH_HOME"]
+        body = {k: (v.format(home=home, tag=tag) if isinstance(v, str) else v) for k, v in fields.items()}
+        return json.dumps(body).encode(), "application/json"
+
+    return make
+
+
+def _original_resource(tag: str, marker: Path) -> tuple[bytes, str]:
+    data = base64.encodebytes(pickle.dumps(tt.RunsOnUnpickle(str(marker)))).decode()
+    return json.dumps({"serialized_data": data, "serialization": "pickle"}).encode(), "application/json"
+
+
 def _upload(tag: str, marker: Path) -> tuple[bytes, str]:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -162,6 +178,30 @@ CASES = [
     ),
     Case("folder sync", "POST", "/folder/sync", "write", _json({"name": "f", "manifest": {}})),
     Case("folder upload", "POST", "/folder/upload", "write", _upload),
+    # the original system's routes; a service's own description reads like a call
+    Case("openapi", "GET", "/echo/openapi.json", "read"),
+    Case("docs page", "GET", "/echo/docs", "read"),
+    Case("deploy original body (pickle)", "POST", "/resource", "write", _original_resource),
+    Case("settings", "POST", "/settings", "write", _json({"flush_auth_cache": True})),
+    Case("folder ls", "POST", "/folder/method/ls", "read", _json({"path": "~", "full_paths": False})),
+    Case("folder get", "POST", "/folder/method/get", "read", _json({"path": "~/rh-no-such-file"})),
+    Case("folder exists", "POST", "/folder/method/exists", "read", _json({"path": "~/rh-no-such-file"})),
+    Case("folder mkdir", "POST", "/folder/method/mkdir", "write", _files(path="{home}/mx-{tag}")),
+    Case(
+        "folder put",
+        "POST",
+        "/folder/method/put",
+        "write",
+        _files(path="{home}/mp-{tag}", contents={"f.txt": "x"}),
+    ),
+    Case("folder rm", "POST", "/folder/method/rm", "write", _files(path="{home}/no-such-{tag}")),
+    Case(
+        "folder mv",
+        "POST",
+        "/folder/method/mv",
+        "write",
+        _files(path="{home}/no-such-{tag}", dest_path="{home}/mv-{tag}"),
+    ),
 ]
 
 # who calls: name -> (level on the cluster, level on the function /alice/echo)

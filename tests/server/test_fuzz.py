@@ -55,10 +55,28 @@ def deep(depth: int) -> str:
 
 # -- bodies ------------------------------------------------------------------------------------------
 ROUTE_FIELDS = {
-    ("POST", "/object"): ["key", "data", "serialization", "env"],
+    ("POST", "/object"): ["key", "data", "serialization", "env", "serialized_data", "env_name"],
     ("POST", "/rename"): ["key", "new_key"],
     ("POST", "/delete_object"): ["keys"],
-    ("POST", "/resource"): ["key", "spec", "env", "env_config", "config", "kind", "serialization"],
+    ("POST", "/resource"): [
+        "key",
+        "spec",
+        "env",
+        "env_config",
+        "config",
+        "kind",
+        "serialization",
+        "serialized_data",
+        "env_name",
+    ],
+    ("POST", "/settings"): ["den_auth", "flush_auth_cache", "cluster_name", "autostop_mins"],
+    ("POST", "/folder/method/ls"): ["path", "full_paths", "sort"],
+    ("POST", "/folder/method/mkdir"): ["path"],
+    ("POST", "/folder/method/get"): ["path", "encoding", "mode"],
+    ("POST", "/folder/method/put"): ["path", "contents", "overwrite", "serialization"],
+    ("POST", "/folder/method/rm"): ["path", "contents", "recursive"],
+    ("POST", "/folder/method/mv"): ["path", "dest_path", "overwrite"],
+    ("POST", "/folder/method/exists"): ["path"],
     ("POST", "/create_env"): ["name", "env_vars", "venv", "conda", "working_dir", "reqs", "setup_cmds"],
     ("POST", "/kill_env"): ["name"],
     ("POST", "/logs"): ["run_name"],
@@ -117,6 +135,19 @@ SAFE = {
         ),
     ),
     "keys": st.one_of(json_values, st.lists(names, max_size=3)),
+    # file routes: only paths that are refused (outside the roots, a root itself, the daemons' folder)
+    # or that do not exist, so the fuzzer never writes into the user's home
+    "path": st.one_of(
+        st.integers(),
+        st.none(),
+        st.sampled_from(
+            ["", "/etc", "/", "~root", "x\x00y", "../../etc", "~", "/tmp/rh-fuzz", "~/.rh/daemons"]
+        ),
+    ),
+    "dest_path": st.one_of(st.integers(), st.sampled_from(["", "/etc/x", "~", "/tmp/rh-fuzz2"])),
+    "serialized_data": st.one_of(
+        json_values, st.just("not base64 !!"), st.just('[{"name": 5}]'), st.just(deep(5000))
+    ),
     "key": names,
     "new_key": names,
     "run_name": st.one_of(names, json_values),

@@ -16,6 +16,11 @@ from runhouse.server.registry import check_key
 
 
 def decode_base64(data: str) -> bytes:
+    """Base64 as our client sends it, or MIME base64 as the original client did
+    (``base64.encodebytes``: a newline every 76 characters). Line breaks are the only
+    extra characters accepted; anything else outside the alphabet is refused."""
+    if "\n" in data:
+        data = data.replace("\r\n", "").replace("\n", "")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:

@@ -33,7 +33,7 @@ def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
         raise BadRequest(f'{e}; send {{"data": {{"args": [], "kwargs": {{}}}}}}', 400) from None
     if not isinstance(envelope, dict):
         raise BadRequest('body must be a JSON object like {"data": {"args": [], "kwargs": {}}}', 400)
-    ser = check_serialization(envelope.get("serialization", "none"))
+    ser = check_serialization(envelope.get("serialization") or "none")  # null: none, as the original
     data = envelope.get("data")
     if ser == "pickle":
         if not isinstance(data, str):
@@ -47,6 +47,22 @@ def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
         except (ValueError, RecursionError):
             raise BadRequest("data is nested too deeply or holds numbers too large to pass on", 400) from None
     return ser, call_options(envelope, stream_default=False), payload
+
+
+def _query_call(query: bytes) -> tuple[str, dict[str, Any], bytes]:
+    """``GET /{key}/{method}?a=1``: the query string is the kwargs, except ``serialization``
+    (``json``, the default, answers with the result envelope; ``none`` with the bare JSON result)
+    and ``run_name``, which are call options, as in the original system."""
+    params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    ser = check_serialization(params.pop("serialization", None) or "json")
+    if ser == "pickle":
+        raise BadRequest(
+            "a GET call takes its arguments as query text: ask for serialization 'json' or 'none' "
+            "(POST a JSON envelope to use pickle)",
+            400,
+        )
+    options = call_options({"run_name": params.pop("run_name", None)}, stream_default=False)
+    return ser, options, json.dumps({"args": [], "kwargs": params}).encode()
 
 
 def _flag(fields: dict[str, Any], name: str, default: bool) -> bool:
@@ -161,12 +177,10 @@ def submit_call(
     ``frames``, ``json`` or ``none`` (see :func:`relay`)."""
     entry = state.registry.get(key)
     fmt: str
+    payload: Any
     if http_method == "GET":
-        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-        ser = "none"
-        options = call_options({"run_name": params.pop("run_name", None)}, stream_default=False)
-        payload: Any = json.dumps({"args": [], "kwargs": params}).encode()
-        fmt = "none"
+        ser, options, payload = _query_call(query)
+        fmt = "none" if ser == "none" else "json"
     elif http_method == "POST":
         if content_type.startswith(FRAMES_CONTENT_TYPE):
             header, payload = decode_single_frame(raw)

@@ -10,10 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from runhouse.exceptions import BadRequest
-from runhouse.protocol.serialization import check_serialization
+from runhouse.protocol.errors import WireError
+from runhouse.protocol.serialization import check_serialization, loads_json
 from runhouse.server.registry import Entry
 from runhouse.server.routes._body import decode_base64, frame_or_json, json_body, key_field
 from runhouse.server.routes.envs import check_env_config
+from runhouse.server.routes.original import deploy_original
 from runhouse.server.routes.relay import relay
 from runhouse.server.state import DaemonState, check_env_name
 from runhouse.server.workers import DEFAULT_ENV
@@ -34,20 +36,39 @@ async def put_object(request: Request) -> Response:
     state = _state(request)
     fields, payload, frames = await frame_or_json(request, ("key",))
     key = key_field(fields)
-    env = check_env_name(fields.get("env") or DEFAULT_ENV)
-    ser = check_serialization(fields.get("serialization", "pickle" if frames else "json"))
+    env = check_env_name(fields.get("env") or fields.get("env_name") or DEFAULT_ENV)
+    ser = check_serialization(fields.get("serialization") or ("pickle" if frames else "json"))
+    if ser == "none":
+        ser = "json"  # a JSON body's value is stored as that value
     if not frames:
-        data = fields.get("data")
-        if ser == "pickle" and not isinstance(data, str):
-            raise BadRequest("with serialization 'pickle', data must be a base64 string of the pickle", 400)
-        payload = decode_base64(str(data)) if ser == "pickle" else _json_bytes(data)
+        payload = _put_payload(fields, ser)
     worker = await state.worker(env)
     await _replace_elsewhere(state, key, env)
     header, _ = await worker.request("put", key, ser, body=payload)
     if header[0] == "error":
         raise BadRequest(f"could not store {key!r}: {header[2]['message']}", 400)
     state.registry.add(key, Entry(env=env, kind="object"))
-    return JSONResponse({"key": key, "env": env})
+    return JSONResponse({"key": key, "env": env, "output_type": "success"})
+
+
+def _put_payload(fields: dict[str, Any], ser: str) -> bytes:
+    """The value of a JSON put: ``data`` (our field: a JSON value, or base64 for a pickle) or
+    ``serialized_data`` (the original's field: JSON text for json, base64 for a pickle)."""
+    original = "serialized_data" in fields and "data" not in fields
+    data = fields.get("serialized_data") if original else fields.get("data")
+    if ser == "pickle":
+        if not isinstance(data, str):
+            raise BadRequest("with serialization 'pickle', data must be a base64 string of the pickle", 400)
+        return decode_base64(data)
+    if original and fields.get("serialization") == "json":
+        if not isinstance(data, str):
+            raise BadRequest("with serialization 'json', serialized_data must be JSON text", 400)
+        try:
+            loads_json(data.encode(), "serialized_data")
+        except WireError as e:
+            raise BadRequest(str(e), 400) from None
+        return data.encode()
+    return _json_bytes(data)
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -69,8 +90,13 @@ async def get_object(request: Request) -> Response:
 
 
 async def keys(request: Request) -> Response:
-    env = request.query_params.get("env")
-    return JSONResponse({"keys": _state(request).registry.keys(env)})
+    """Keys held on the cluster (of one env with ``?env=`` or the original's ``?env_name=``), in
+    our field ``keys`` and in the original's envelope (``data``, not serialized)."""
+    env = request.query_params.get("env") or request.query_params.get("env_name")
+    names = _state(request).registry.keys(env)
+    return JSONResponse(
+        {"keys": names, "data": names, "output_type": "result_serialized", "serialization": None}
+    )
 
 
 async def rename(request: Request) -> Response:
@@ -84,11 +110,13 @@ async def rename(request: Request) -> Response:
     if header[0] == "error":
         raise BadRequest(header[2]["message"], 400)
     state.registry.rename(old, new)
-    return JSONResponse({"key": new})
+    return JSONResponse({"key": new, "output_type": "success"})
 
 
 async def delete_object(request: Request) -> Response:
-    """Delete keys; a name that is an env stops that env's worker (freeing its memory)."""
+    """Delete keys; a name that is an env stops that env's worker (freeing its memory). A name that
+    is not there is reported in ``missing`` and is not an error (deleting is idempotent, as in the
+    original system)."""
     state = _state(request)
     body = await json_body(request, ("keys",))
     names = body["keys"]
@@ -119,15 +147,27 @@ async def delete_object(request: Request) -> Response:
         deleted += env_keys
     for env in envs_killed:
         await state.kill_env(env)
-    if missing and not deleted and not envs_killed:
-        raise BadRequest(f"nothing named {', '.join(map(repr, missing))} on this cluster", 404)
-    return JSONResponse({"deleted": deleted, "envs_stopped": envs_killed, "missing": missing})
+    return JSONResponse(
+        {
+            "deleted": deleted,
+            "envs_stopped": envs_killed,
+            "missing": missing,
+            "data": deleted + envs_killed,
+            "output_type": "result_serialized",
+            "serialization": None,
+        }
+    )
 
 
 async def deploy(request: Request) -> Response:
     """Place a function, class or new instance in an env's worker under ``key``."""
     state = _state(request)
-    fields, payload, frames = await frame_or_json(request, ("key", "spec"))
+    fields, payload, frames = await frame_or_json(request)
+    if not frames and "serialized_data" in fields and "spec" not in fields:
+        return await deploy_original(state, fields)
+    missing = [k for k in ("key", "spec") if k not in fields]
+    if missing:
+        raise BadRequest(f"body is missing {', '.join(repr(m) for m in missing)}", 400)
     key = key_field(fields)
     env_config = fields.get("env_config")
     if env_config is not None and not isinstance(env_config, dict):

@@ -115,8 +115,8 @@ def _frame(header: Any, body: Any) -> list[Any]:
 
 def _envelope(header: Any, body: Any) -> bytes:
     kind = header[0]
-    if kind == "out":
-        return json_envelope(OutputType.STDOUT, header[2], "none")
+    if kind == "out":  # a list of lines (ends kept), as the original system sent printed output
+        return json_envelope(OutputType.STDOUT, header[2].splitlines(keepends=True), "none")
     if kind in ("item", "result"):
         ser = header[2]
         data = (
