@@ -8,10 +8,13 @@ Two request bodies are accepted on ``POST /{key}/{method}``:
         "run_name": "optional", "stream_logs": false, "remote": false}
 
    ``data`` is ``{"args": [...], "kwargs": {...}}``: as a JSON object or JSON text for ``json``
-   and ``none``, as base64 of a pickle for ``pickle``. The reply is one envelope
-   ``{"data", "output_type", "serialization"}``, or with ``serialization: none`` the bare JSON
-   result. With ``stream_logs: true`` and output, the reply is NDJSON: one envelope per line,
-   ``output_type: "stdout"`` lines first, the result last.
+   and ``none`` (``null`` is ``none``, as in the original), as base64 of a pickle for ``pickle``
+   (plain or MIME base64 with line breaks, as the original client sent it). The reply is one
+   envelope ``{"data", "output_type", "serialization"}``, or with ``serialization: none`` the bare
+   JSON result. With ``stream_logs: true`` and output, the reply is NDJSON: one envelope per line,
+   ``output_type: "stdout"`` lines first (their ``data`` a list of lines, ends kept), the result
+   last. ``GET /{key}/{method}?a=1`` takes the query string as kwargs, except ``serialization``
+   (``json``, the default: the envelope; ``none``: the bare result) and ``run_name``.
 
 2. **Frames** (``Content-Type: application/vnd.rh.frames``), what our client sends. A frame is::
 
