@@ -51,7 +51,7 @@ class Function(Resource):
     def to(
         self,
         system: Cluster,
-        env: Env | str | None = None,
+        env: Env | str | list[str] | dict[str, Any] | None = None,
         name: str | None = None,
         force_install: bool = False,
     ) -> Function:
@@ -64,11 +64,8 @@ class Function(Resource):
         key = name or self.name
         if not key or key == "<lambda>":
             raise ConfigError("give the function a name: .to(cluster, name='my_fn')")
-        env_obj = resolve_env(env)
-        if force_install:
-            env_config = system.ensure_env(env_obj, force_install=True)
-        else:
-            env_config = system.ensure_env(env_obj)
+        env_obj = resolve_env(env if env is not None else self.env)
+        env_config = system.ensure_env(env_obj, force_install=force_install)
         spec, payload = code_spec(self._fn)
         spec = system.code_root(spec)
         deployed = Function(self._fn, key, system, env_obj, self.signature)
@@ -262,9 +259,10 @@ def function(
     fn: Callable[..., Any] | None = None,
     name: str | None = None,
     system: Cluster | None = None,
-    env: Env | str | None = None,
+    env: Env | str | list[str] | dict[str, Any] | None = None,
 ) -> Function:
-    """Wrap a function to send it to a cluster: ``rh.function(fn).to(cluster)``.
+    """Wrap a function to send it to a cluster: ``rh.function(fn).to(cluster)``; ``env`` (an Env,
+    its name, a list of requirements or a config) is kept and set up at ``.to()``.
 
     With only ``name`` and ``system``, returns a stub for a function already on that cluster.
     """
@@ -279,7 +277,7 @@ def function(
         if not isinstance(stub, Function):
             raise ConfigError(f"{name!r} on {system.name!r} is not a function")
         return stub
-    out = Function(fn, name)
+    out = Function(fn, name, env=resolve_env(env) if env is not None else None)
     if system is not None:
         return out.to(system, env=env)
     return out

@@ -55,9 +55,7 @@ def _check_cluster(system: Any) -> Cluster:
 
 
 def _ensure_env(system: Cluster, env: Env, force_install: bool = False) -> dict[str, Any]:
-    if force_install:
-        return system.ensure_env(env, force_install=True)
-    return system.ensure_env(env)
+    return system.ensure_env(env, force_install=force_install)
 
 
 def _deploy_class(

@@ -96,6 +96,19 @@ def test_env_given_as_a_list_or_a_dict(cluster):
         rh.function(uf.add).to(cluster, env=42)
 
 
+def test_an_env_given_to_the_factory_is_kept_until_to(cluster, capsys):
+    fn = rh.function(uf.module_version, env=rh.env(reqs=["six==1.16.0"], name="orig_kept", venv=True))
+    assert fn.env is not None and fn.env.env_name == "orig_kept"  # kept, not dropped
+    remote = fn.to(cluster, name="orig_kept_version")
+    assert remote("six") == "1.16.0"
+    capsys.readouterr()
+    again = fn.to(cluster, name="orig_kept_version", force_install=True)  # installs again on request
+    assert "Installing six==1.16.0" in capsys.readouterr().out
+    assert again("six") == "1.16.0"
+    listed = rh.function(uf.module_version, env=[str(DEMO_PKG)]).to(cluster, name="orig_kept_list")
+    assert listed("rh_demo_pkg") == "0.3.0"
+
+
 def test_envs_are_keys_and_get_returns_the_env(cluster):
     env = rh.env(name="orig_keyed", env_vars={"ORIG_KEYED": "1"})
     env.to(cluster)
