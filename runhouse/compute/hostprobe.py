@@ -121,6 +121,8 @@ def translate(settings: dict[str, tuple[str, str]], env: dict[str, str]) -> tupl
     ):
         for value in settings.get(key, ("", ""))[0].split():
             args += [flag, value]
+    if "--extra-index-url" in args:  # pip picks the best version across all its indexes; uv, by default,
+        args += ["--index-strategy", "unsafe-best-match"]  # the first index that has the package
     if settings.get("no-index", ("", ""))[0].lower() in ("1", "true", "yes", "on"):
         args.append("--no-index")
     if "cert" in settings and not env.get("SSL_CERT_FILE"):

@@ -28,12 +28,13 @@ import shlex
 import shutil
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from runhouse.compute.hostprobe import pip_settings, translate, uv_settings
 from runhouse.exceptions import EnvSetupError
 
 Emit = Callable[[str], None]
@@ -56,10 +57,21 @@ def find_conda() -> str | None:
     return None
 
 
-def install_command(python: str, specs: list[str], uv: str | None) -> list[str]:
+def uv_index_settings() -> tuple[list[str], dict[str, str]]:
+    """This machine's pip index settings (``pip.conf``, ``PIP_*``) as uv arguments and variables,
+    unless uv has index settings of its own: uv does not read pip's, and a host set up for a private
+    index through pip alone must install envs from that index too (the bootstrap does the same)."""
+    environ = dict(os.environ)
+    home = Path.home()
+    if uv_settings(environ, home):
+        return [], {}
+    return translate(pip_settings(environ, home, Path(sys.prefix)), environ)
+
+
+def install_command(python: str, specs: list[str], uv: str | None, uv_args: Sequence[str] = ()) -> list[str]:
     """The command installing ``specs`` into the environment of ``python``."""
     if uv:
-        return [uv, "pip", "install", "--python", python, *specs]
+        return [uv, "pip", "install", "--python", python, *uv_args, *specs]
     return [sys.executable, "-m", "pip", "--python", python, "install", "--disable-pip-version-check", *specs]
 
 
@@ -132,8 +144,13 @@ class EnvBuilder:
         conda_specs = [r["spec"] for r in config.get("reqs", []) if r["kind"] == "conda"]
         if pip_specs:
             uv = find_uv()
+            uv_args, uv_env = uv_index_settings() if uv else ([], {})
             self.emit(f"Installing {', '.join(pip_specs)} into env {name!r} with {'uv' if uv else 'pip'}\n")
-            await self._run(install_command(python, pip_specs, uv), f"installing {', '.join(pip_specs)}")
+            await self._run(
+                install_command(python, pip_specs, uv, uv_args),
+                f"installing {', '.join(pip_specs)}",
+                env={**os.environ, **uv_env} if uv_env else None,
+            )
         if conda_specs:
             conda = self._conda_tool(conda_specs)
             target = (config.get("conda") or {}).get("name")

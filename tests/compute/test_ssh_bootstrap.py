@@ -45,6 +45,7 @@ def test_pips_index_settings_are_passed_on_to_uv(tmp_path):
         "--index-url", "http://mirror.lan/simple",
         "--extra-index-url", "http://a.lan/simple", "--extra-index-url", "http://b.lan/simple",
         "--allow-insecure-host", "mirror.lan",
+        "--index-strategy", "unsafe-best-match",  # pip's choice across indexes, not uv's first match
     ]  # fmt: skip
     assert facts["uv_env"] == {"SSL_CERT_FILE": "/etc/lan.pem"}
     assert "index-url http://mirror.lan/simple (pip's, from " in facts["index"]

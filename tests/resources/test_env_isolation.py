@@ -61,3 +61,25 @@ def test_a_worker_that_cannot_start_shows_the_end_of_its_log(cluster):
     assert "before it started" in message and "the end of its log" in message
     assert "Fatal Python error" in message or "encodings" in message  # what Python itself printed
     assert rh.function(uf.add).to(cluster)(1, 2) == 3  # the cluster serves on
+
+
+def test_env_installs_follow_the_hosts_pip_index_settings(monkeypatch):
+    """uv reads none of pip's settings; a host set up for its own index through pip alone (here: an
+    index nobody serves) must have its env installs go there, not to PyPI."""
+    import pytest
+    import user_funcs as uf
+    from conftest import start_cluster
+
+    import runhouse as rh
+
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the daemon inherits these
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    cluster = start_cluster("pip-index")
+    try:
+        env = rh.env(reqs=["six==1.16.0"], name="from_private_index", venv=True)
+        with pytest.raises(rh.EnvSetupError, match="127.0.0.1:9"):
+            rh.function(uf.add).to(cluster, env=env)
+    finally:
+        cluster.teardown()  # type: ignore[attr-defined]
