@@ -3,6 +3,7 @@
 The daemon runs detached in its own session (so it outlives the shell that started it) and
 writes ``$RH_HOME/daemons/<port>/pid``; its workers are its children in the same process group.
 Stopping sends SIGTERM to that pid and waits, then SIGKILLs the group only if it must.
+:class:`runhouse.compute.daemon.LocalDaemon` makes these functions a kind of cluster.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
 * ``none``: plain HTTP to the host's address, for trusted networks.
 
 The cluster token is read from the host over SSH and only ever travels over these channels.
+It is the SSH kind of :class:`~runhouse.compute.daemon.DaemonHost`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runhouse.client.daemon_client import DaemonClient
 from runhouse.client.transport import Endpoint
 from runhouse.compute import bootstrap
+from runhouse.compute.daemon import DaemonHost, DaemonSpec, DenIdentity, ThroughDaemon
 from runhouse.compute.hostkeys import KnownHosts
 from runhouse.compute.ssh import SSHCreds, SSHSession, memory_key_file, pool_for
-from runhouse.exceptions import ConfigError, SSHError
+from runhouse.exceptions import ConfigError, ConnectionError_, ServerError, SSHError
 from runhouse.settings import Settings
 
 
@@ -38,7 +41,7 @@ def _say(name: str) -> bootstrap.Progress:
 
 
 @dataclass
-class RemoteDaemon:
+class RemoteDaemon(DaemonHost):
     name: str
     host: str
     creds: SSHCreds
@@ -48,6 +51,25 @@ class RemoteDaemon:
     python: str | None = None
     autostop_mins: float | None = None
     known_hosts: KnownHosts = field(init=False, repr=False)
+    needs_code_sync = True  # the host has its own files: code is copied there with rsync
+
+    @classmethod
+    def from_spec(cls, spec: DaemonSpec) -> RemoteDaemon:
+        if spec.ssh_creds is None:
+            raise ConfigError(
+                f"host {spec.head!r} is not this machine: give ssh_creds={{'ssh_user': ..., "
+                "'ssh_private_key': ...}} (or 'password')"
+            )
+        return cls(
+            spec.name,
+            spec.head,
+            spec.ssh_creds,
+            spec.port,
+            spec.connection_type,
+            spec.settings,
+            spec.python,
+            spec.autostop_mins,
+        )
 
     def __post_init__(self) -> None:
         # a bad policy is reported when the cluster is made, not at its first connection
@@ -60,7 +82,7 @@ class RemoteDaemon:
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def up(self, env_vars: dict[str, str], den_identity: str | None = None) -> None:
+    def up(self, env_vars: dict[str, str], den_identity: DenIdentity | None = None) -> None:
         progress = bootstrap.timed(_say(self.name))
         progress(f"connecting to {self.creds.ssh_user}@{self.host}:{self.creds.ssh_port}")
         session = self.session
@@ -69,11 +91,11 @@ class RemoteDaemon:
         venv = bootstrap.install(session, python, self.settings.home / "wheels", progress)
         options = bootstrap.DaemonOptions(
             port=self.port,
-            bind="127.0.0.1" if self.connection_type == "ssh" else "0.0.0.0",
+            bind=self.bind_host,
             tls=self.connection_type == "tls",
             autostop_mins=self.autostop_mins,
             env_vars=tuple(sorted(env_vars.items())),
-            den_identity=den_identity,
+            den_identity=den_identity.text() if den_identity is not None else None,
         )
         bootstrap.start_daemon(session, venv, options, progress)
         progress("daemon is up")
@@ -83,12 +105,37 @@ class RemoteDaemon:
         self.session.cache.clear()  # a new daemon may make new secrets
         self.close()
 
+    def is_up(self) -> bool:
+        """Asked of the daemon itself (over the tunnel for ``ssh``). Its token is read first: a
+        host without one runs no daemon of ours, whatever listens on the port."""
+        try:
+            client = DaemonClient(self.endpoint(), self.token())
+            try:
+                client.check()
+            finally:
+                client.close()
+        except (ConnectionError_, ServerError):
+            return False
+        return True
+
     def close(self) -> None:
         """Close this daemon's tunnel (the SSH connection stays for other users in the process)."""
         if self.connection_type == "ssh":
             self.session.close_forward(self.port)
 
     # -- reaching the daemon ----------------------------------------------------------------------
+    @property
+    def server_address(self) -> str:
+        return "localhost" if self.tunnelled else self.host
+
+    @property
+    def bind_host(self) -> str:
+        return "127.0.0.1" if self.tunnelled else "0.0.0.0"
+
+    @property
+    def tunnelled(self) -> bool:
+        return self.connection_type == "ssh"
+
     def token(self) -> str:
         return self._secret("token")
 
@@ -162,7 +209,7 @@ class RemoteDaemon:
                 f"rsync {'to' if up else 'from'} {self.session.where} failed: {done.stderr.strip()[-2000:]}"
             )
 
-    def sync_code(self, folder: Path, name: str) -> str:
+    def sync_code(self, folder: Path, name: str, through_daemon: ThroughDaemon | None = None) -> str:
         """Mirror a local folder to ``~/.rh/code/<name>`` on the host with rsync; return its path there."""
         remote = f"{self.session.home()}/.rh/code/{name}"
         self.rsync(str(folder), remote, up=True, contents=True, filter_gitignore=True)

@@ -7,7 +7,9 @@
     here.run(["nproc"])           # [(rc, stdout, stderr)]
     here.teardown()               # stops the daemon
 
-This module covers clusters whose daemon runs on this machine; remote kinds build on it.
+Where the daemon runs (this machine, one SSH host, ...) is the cluster's *kind*: a
+:class:`~runhouse.compute.daemon.DaemonHost` that ``_make_daemon`` picks once. Everything else here
+is the same for every kind.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from typing import Any, cast
 import psutil
 
 from runhouse.client.daemon_client import DaemonClient
-from runhouse.client.transport import Endpoint
 from runhouse.compute import local
+from runhouse.compute.daemon import DaemonHost, DaemonSpec, DenIdentity, LocalDaemon
 from runhouse.compute.remote import RemoteDaemon
 from runhouse.compute.ssh import SSHCreds
-from runhouse.exceptions import ConfigError, ConnectionError_, ObjectNotFound, RunhouseError, ServerError
+from runhouse.exceptions import ConfigError, ObjectNotFound, RunhouseError
 from runhouse.resources.calls import Options
 from runhouse.resources.den import den_client
 from runhouse.resources.env import DEFAULT_ENV_NAME, Env, env_from_config, resolve_env
@@ -64,6 +66,11 @@ class Cluster(Resource):
         hosts = [host] if isinstance(host, str) else list(host)
         if not hosts:
             raise ConfigError("a cluster needs at least one host")
+        if len(hosts) > 1:
+            raise ConfigError(
+                f"multi-node clusters are not supported yet: host= names {len(hosts)} hosts "
+                f"({', '.join(map(str, hosts))}); give one host"
+            )
         if server_connection_type not in CONNECTION_TYPES:
             raise ConfigError(f"server_connection_type must be one of {', '.join(CONNECTION_TYPES)}")
         self.hosts = hosts
@@ -81,23 +88,34 @@ class Cluster(Resource):
         elif isinstance(ssh_creds, dict):
             ssh_creds = SSHCreds.from_dict(ssh_creds)
         self.ssh_creds = ssh_creds
-        self._remote: RemoteDaemon | None = None
-        if not self.is_local():
-            if ssh_creds is None:
-                raise ConfigError(
-                    f"host {self.head!r} is not this machine: give ssh_creds={{'ssh_user': ..., "
-                    "'ssh_private_key': ...}} (or 'password')"
-                )
-            self._remote = RemoteDaemon(
-                name or self.head,
-                self.head,
-                ssh_creds,
-                self.server_port,
-                server_connection_type,
-                self.settings,
-                python,
-                autostop_mins,
-            )
+        self._daemon: DaemonHost = self._make_daemon()
+
+    # -- its kind: the one place that asks where the daemon runs --------------------------------
+    def _make_daemon(self) -> DaemonHost:
+        """The kind of this cluster. A new kind is a new :class:`DaemonHost`, returned here (or by a
+        subclass overriding this); nothing else in the class changes."""
+        spec = self.daemon_spec()
+        if self.is_local():
+            return LocalDaemon(spec)
+        return RemoteDaemon.from_spec(spec)
+
+    def daemon_spec(self) -> DaemonSpec:
+        """What any kind needs to know about this cluster."""
+        return DaemonSpec(
+            name=self.name or self.head,
+            hosts=tuple(self.hosts),
+            port=self.server_port,
+            connection_type=self.server_connection_type,
+            settings=self.settings,
+            ssh_creds=self.ssh_creds,
+            python=self.python,
+            autostop_mins=self.autostop_mins,
+        )
+
+    @property
+    def _remote(self) -> DaemonHost:
+        """The cluster's kind under its older name (tests reach the SSH kind's tunnel through it)."""
+        return self._daemon
 
     @property
     def settings(self) -> Settings:
@@ -115,13 +133,11 @@ class Cluster(Resource):
     # -- connection -------------------------------------------------------------------------
     @cached_property
     def client(self) -> DaemonClient:
-        if self._remote is not None:
-            return DaemonClient(self._remote.endpoint(), self._remote.token())
-        token = local.read_token(self.settings, self.server_port)
+        token = self._daemon.token()
         if token is None and self.den_auth and self.settings.logged_in:
             token = self._den_cluster_token()  # another user of a shared cluster: a token Den issues for it
             self._den_token = True
-        return DaemonClient(Endpoint("127.0.0.1", self.server_port), token)
+        return DaemonClient(self._daemon.endpoint(), token)
 
     @property
     def call_options(self) -> Options:
@@ -150,14 +166,10 @@ class Cluster(Resource):
 
     def is_up(self) -> bool:
         """Whether the daemon answers its health check."""
-        if self._remote is None:
-            return local.ping("127.0.0.1", self.server_port) is not None
-        try:
-            self.client.check()
-        except (ConnectionError_, ServerError):
-            self._reset_client()
-            return False
-        return True
+        if self._daemon.is_up():
+            return True
+        self._reset_client()
+        return False
 
     def up(self) -> Cluster:
         """Start the daemon (and its default worker) if it is not running.
@@ -168,17 +180,7 @@ class Cluster(Resource):
         """
         extra = self.default_env.resolved_env_vars()
         identity = self._prepare_den_auth() if self.den_auth else None
-        if self._remote is not None:
-            self._remote.up(extra, den_identity=identity)
-        else:
-            local.start_daemon(
-                self.settings,
-                "127.0.0.1",
-                self.server_port,
-                extra_env=extra,
-                autostop_mins=self.autostop_mins,
-                den_auth=self.den_auth,
-            )
+        self._daemon.up(extra, den_identity=identity)
         self._den_event("cluster_up")
         self._reset_client()
         self.client.check()
@@ -187,10 +189,9 @@ class Cluster(Resource):
             self.ensure_env(self.default_env, as_default=True)
         return self
 
-    def _prepare_den_auth(self) -> str:
-        """Save the cluster in Den (if it is not yet) and give its daemon a Den identity of its own:
-        a daemon token Den issues for this cluster (the user's own token never leaves this machine).
-        Returns the identity file's text."""
+    def _prepare_den_auth(self) -> DenIdentity:
+        """Save the cluster in Den (if it is not yet) and make its daemon a Den identity of its own:
+        a daemon token Den issues for this cluster (the user's own token never leaves this machine)."""
         settings = self.settings
         if not settings.logged_in:
             raise ConfigError(
@@ -202,11 +203,7 @@ class Cluster(Resource):
             self.save()
         assert self.rns_address is not None
         token = den_client(settings).daemon_token(self.rns_address)
-        if self._remote is None:
-            local.write_den_identity(
-                settings, self.server_port, str(settings.den_url), self.rns_address, token
-            )
-        return json.dumps({"den_url": settings.den_url, "cluster": self.rns_address, "token": token})
+        return DenIdentity(str(settings.den_url), self.rns_address, token)
 
     def _den_event(self, kind: str) -> None:
         """Tell Den (when logged in and this cluster is saved there) that the cluster went up or down.
@@ -236,23 +233,16 @@ class Cluster(Resource):
 
     def _stop(self) -> None:
         self._reset_client()
-        if self._remote is not None:
-            self._remote.stop()
-        else:
-            local.stop_daemon(self.settings, self.server_port)
+        self._daemon.stop()
 
     # -- shells and files ----------------------------------------------------------------------
     def ssh(self, command: str | None = None) -> int:
         """Open an interactive shell on the head host, or run ``command`` there; returns its exit code."""
-        if self._remote is None:
-            raise ConfigError("cluster.ssh() is for remote clusters; this one runs on this machine")
-        return self._remote.interactive_shell(command)
+        return self._daemon.interactive_shell(command)
 
     def rsync(self, source: str, dest: str, up: bool = True, contents: bool = False) -> None:
         """Copy files to (``up=True``) or from the head host with rsync over SSH."""
-        if self._remote is None:
-            raise ConfigError("cluster.rsync() is for remote clusters; this one runs on this machine")
-        self._remote.rsync(source, dest, up=up, contents=contents)
+        self._daemon.rsync(source, dest, up=up, contents=contents)
 
     def status(self) -> dict[str, Any]:
         """The daemon's state: ours (``workers``, ``calls_served``...) and the original's fields
@@ -275,18 +265,18 @@ class Cluster(Resource):
     def server_address(self) -> str:
         """The host this client sends requests to: ``localhost`` through an SSH tunnel or on this
         machine, else the head host."""
-        return "localhost" if self.is_local() or self.server_connection_type == "ssh" else self.head
+        return self._daemon.server_address
 
     @property
     def server_host(self) -> str:
         """The address the daemon binds on its host."""
-        return "127.0.0.1" if self.is_local() or self.server_connection_type == "ssh" else "0.0.0.0"
+        return self._daemon.bind_host
 
     @property
     def client_port(self) -> int | None:
         """The local port requests go to: the tunnel's once connected over SSH (None before), else
         the server port."""
-        if self.server_connection_type != "ssh" or self._remote is None:
+        if not self._daemon.tunnelled:
             return self.server_port
         client = self.__dict__.get("client")
         return client.endpoint.port if client is not None else None
@@ -304,7 +294,7 @@ class Cluster(Resource):
         tunnel reaches it; otherwise the URL this client uses (connecting first if needed)."""
         scheme = "https" if self.server_connection_type == "tls" else "http"
         if external:
-            if self.server_connection_type == "ssh" and not self.is_local():
+            if self._daemon.tunnelled:
                 return None
             return f"{scheme}://{self.server_address}:{self.server_port}"
         return str(self.client.endpoint.url)
@@ -317,8 +307,10 @@ class Cluster(Resource):
         settings, config = inside
         if config.get("rns_address") and self.rns_address:
             return bool(config["rns_address"] == self.rns_address)
-        if self.is_local() and (config.get("host") or ["localhost"])[0] in LOCAL_HOSTS:
-            return self.server_port == settings.port and self.settings.home == settings.home
+        if (config.get("host") or ["localhost"])[0] in LOCAL_HOSTS:
+            same = self._daemon.same_daemon(settings)  # the kind knows if files can tell
+            if same is not None:
+                return same
         return self.name is not None and config.get("name") == self.name and self.server_port == settings.port
 
     def _record_config(self) -> None:
@@ -354,15 +346,16 @@ class Cluster(Resource):
         """Copy a local folder to the cluster (only files that changed); return its path there.
 
         Remote clusters get it with rsync over SSH, local ones through the daemon."""
-        if self._remote is not None:
-            path = check_syncable(Path(folder))
-            return self._remote.sync_code(path, folder_name(path))
-        return str(sync_folder(self.client, Path(folder))["dest"])
+        path = check_syncable(Path(folder))
+        return self._daemon.sync_code(path, folder_name(path), self._sync_through_daemon)
+
+    def _sync_through_daemon(self, folder: Path) -> str:
+        return str(sync_folder(self.client, folder)["dest"])
 
     def code_root(self, spec: dict[str, Any]) -> dict[str, Any]:
         """A code spec whose import root exists on the cluster (synced there for remote clusters)."""
         root = spec.get("root")
-        if self._remote is None or not root or _installed(root):
+        if not self._daemon.needs_code_sync or not root or _installed(root):
             return spec
         return dict(spec, root=self.sync(root))
 
@@ -540,26 +533,13 @@ class Cluster(Resource):
     # -- pickling: a cluster travels as its address; clients, tunnels and settings are rebuilt
     # lazily where it lands (a worker reads its own RH_HOME, where the daemon's token is) ---------
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("client", "_den_token", "_settings")}
-        state["_remote"] = self._remote is not None  # rebuilt from the fields below
-        return state
+        skip = ("client", "_den_token", "_settings", "_daemon")  # the kind is rebuilt from the fields
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._settings = None
-        if state.get("_remote"):
-            self._remote = RemoteDaemon(
-                self.name or self.head,
-                self.head,
-                cast(SSHCreds, self.ssh_creds),
-                self.server_port,
-                self.server_connection_type,
-                self.settings,
-                self.python,
-                self.autostop_mins,
-            )
-        else:
-            self._remote = None
+        self._daemon = self._make_daemon()
 
 
 def cluster_from_config(config: dict[str, Any]) -> Cluster:

@@ -116,6 +116,11 @@ class Env(Resource):
             isinstance(compute, dict) and all(isinstance(v, int | float) and v >= 0 for v in compute.values())
         ):
             raise ConfigError('compute must map resource names to amounts, e.g. {"CPU": 2, "GPU": 1}')
+        if compute:  # refused until placement works: a request that does nothing would mislead
+            raise ConfigError(
+                f"env compute= is not supported yet: placing a worker by resources ({compute}) needs "
+                "multi-node clusters, which runhouse does not run yet; leave compute unset"
+            )
         self.compute = dict(compute or {})
         if venv is True and not name:
             raise ConfigError("venv=True needs the env to have a name (it names the virtual environment)")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import pickle
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -10,7 +16,11 @@ import user_funcs as uf
 from conftest import free_port
 
 import runhouse as rh
+from runhouse.client.transport import Endpoint
+from runhouse.compute import local
+from runhouse.compute.daemon import DaemonHost, DaemonSpec, DenIdentity, ThroughDaemon
 from runhouse.exceptions import BadRequest, ConfigError, ObjectNotFound
+from runhouse.resources import cluster as cluster_module
 
 
 def test_up_if_not_starts_and_teardown_stops(rh_home):
@@ -121,3 +131,112 @@ def test_config_round_trip():
     c = rh.cluster(name="cfg", host="localhost", server_port=12345)
     again = rh.Resource.from_config(c.config())
     assert isinstance(again, rh.Cluster) and again.config() == c.config()
+
+
+def test_more_than_one_host_is_refused_until_multi_node_works():
+    creds = {"ssh_user": "me", "password": "pw"}
+    trio = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    with pytest.raises(
+        ConfigError, match=r"multi-node clusters are not supported yet: .*10\.0\.0\.3.*give one host"
+    ):
+        rh.cluster(name="trio", host=trio, ssh_creds=creds)
+    with pytest.raises(ConfigError, match="multi-node clusters are not supported yet"):
+        rh.cluster(name="trio", ips=trio, ssh_creds=creds)
+    one = rh.cluster(name="solo", host=trio[:1], ssh_creds=creds)
+    with pytest.raises(ConfigError, match="multi-node clusters are not supported yet"):
+        rh.Resource.from_config({**one.config(), "host": trio})  # a saved config is refused as well
+
+
+# -- kinds: Cluster holds one DaemonHost and never asks which kind it is ----------------------------
+class CopyingKind(DaemonHost):
+    """A third kind, for tests only: a real daemon on this machine whose "host" keeps its own
+    folder, to which code is copied as it would be to a remote host."""
+
+    needs_code_sync = True
+
+    def __init__(self, spec: DaemonSpec) -> None:
+        self.spec = spec
+        self.host_dir = spec.settings.home / "copying-kind" / str(spec.port)
+        self.events: list[str] = []
+
+    def up(self, env_vars: dict[str, str], den_identity: DenIdentity | None = None) -> None:
+        self.events.append("up")
+        local.start_daemon(self.spec.settings, "127.0.0.1", self.spec.port, extra_env=env_vars)
+
+    def stop(self) -> None:
+        self.events.append("stop")
+        local.stop_daemon(self.spec.settings, self.spec.port)
+
+    def is_up(self) -> bool:
+        return local.ping("127.0.0.1", self.spec.port) is not None
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.spec.port)
+
+    def token(self) -> str | None:
+        return local.read_token(self.spec.settings, self.spec.port)
+
+    @property
+    def server_address(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def bind_host(self) -> str:
+        return "127.0.0.1"
+
+    def interactive_shell(self, command: str | None = None) -> int:
+        return subprocess.call(command or "true", shell=True, cwd=self.host_dir)
+
+    def rsync(self, source: str, dest: str, up: bool, contents: bool = False) -> None:
+        target = self.host_dir / dest if up else Path(dest)
+        shutil.copytree(source if up else self.host_dir / source, target, dirs_exist_ok=True)
+
+    def sync_code(self, folder: Path, name: str, through_daemon: ThroughDaemon) -> str:
+        self.events.append(f"sync {name}")
+        dest = self.host_dir / "code" / name
+        shutil.copytree(folder, dest, dirs_exist_ok=True)
+        return str(dest)
+
+
+class CopyingCluster(rh.Cluster):
+    def _make_daemon(self) -> DaemonHost:
+        return CopyingKind(self.daemon_spec())
+
+
+def test_a_new_kind_plugs_into_cluster_unchanged(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "kind_probe_mod.py").write_text("def where(x):\n    return x * 2, __file__\n")
+    monkeypatch.syspath_prepend(str(project))
+    import kind_probe_mod
+
+    port = free_port()
+    c = CopyingCluster(name="copying", host="localhost", server_port=port)
+    kind = c._daemon
+    assert not c.is_up()
+    assert c.up_if_not() is c and c.is_up()
+    assert c.server_address == "127.0.0.1" and c.endpoint(external=True) == f"http://127.0.0.1:{port}"
+    doubled, file = rh.function(kind_probe_mod.where).to(c)(21)
+    assert doubled == 42 and Path(file).is_relative_to(kind.host_dir / "code")  # the kind copied it
+    assert any(e.startswith("sync project-") for e in kind.events)
+    c.put("k", [1, 2])
+    assert c.get("k") == [1, 2] and c.run(["echo hi"]) == [(0, "hi\n", "")]
+    assert c.ssh("test -f code/*/kind_probe_mod.py") == 0
+    again = pickle.loads(pickle.dumps(c))  # the kind travels as the cluster's fields, rebuilt the same
+    assert isinstance(again._daemon, CopyingKind) and again.get("k") == [1, 2]
+    c.teardown()
+    assert not c.is_up() and kind.events[0] == "up" and kind.events[-1] == "stop"
+
+
+def test_only_the_factory_asks_which_kind_a_cluster_is():
+    source = inspect.getsource(cluster_module.Cluster)
+    kind_names = {"LocalDaemon", "RemoteDaemon", "is_local", "LOCAL_HOSTS"}
+    askers = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef):
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            used |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            if used & kind_names:
+                askers.add(node.name)
+    # is_local() says where the head host is; on_this_cluster reads the *recorded* config's host
+    assert askers == {"_make_daemon", "is_local", "on_this_cluster"}

@@ -191,6 +191,17 @@ def test_env_arguments_are_checked(tmp_path):
         rh.env(reqs=["six"], venv=True)
 
 
+def test_compute_is_refused_until_workers_can_be_placed():
+    for make in (rh.env, rh.Env):
+        with pytest.raises(ConfigError, match=r"env compute= is not supported yet: .*'GPU': 1.*multi-node"):
+            make(name="placed", compute={"GPU": 1})
+    with pytest.raises(ConfigError, match="compute= is not supported yet"):
+        rh.conda_env({"name": "placed_ml", "dependencies": []}, compute={"CPU": 2})
+    with pytest.raises(ConfigError, match="compute= is not supported yet"):
+        rh.Resource.from_config({**rh.env(name="cfg_placed").config(), "compute": {"CPU": 1}})
+    assert rh.env(name="unplaced", compute={}).config()["compute"] == {}  # nothing asked: accepted
+
+
 def test_env_config_round_trip(tmp_path):
     env = rh.env(
         reqs=["six==1.16.0", "conda:numpy"],
@@ -198,7 +209,6 @@ def test_env_config_round_trip(tmp_path):
         setup_cmds=["true"],
         name="cfg",
         venv=True,
-        compute={"CPU": 1},
     )
     again = rh.Resource.from_config(env.config())
     assert isinstance(again, rh.Env) and again.config() == env.config()
