@@ -5,7 +5,8 @@ one hop per transaction, so the event loop never blocks on the database. Den err
 (:data:`runhouse.den.errors.STATUS_BY_ERROR`); the reply is always ``{"detail": message}``, and a
 malformed request always gets a 4xx that says what to fix, never a 5xx (bodies are held to
 :data:`~runhouse.den.limits.MAX_BODY_BYTES` by :class:`~runhouse.den.limits.BodyLimit`). The
-OpenAPI document is served at ``/openapi.json`` and rendered at ``/docs``.
+OpenAPI document is served at ``/openapi.json`` and rendered at ``/docs``; the web dashboard
+(:mod:`runhouse.den.dashboard`) at ``/dashboard``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
 
 from runhouse._version import __version__
+from runhouse.den import dashboard
 from runhouse.den.db import Database
 from runhouse.den.errors import DenError, status_for
 from runhouse.den.limits import MAX_BODY_BYTES, MAX_JSON_DEPTH, BodyLimit
@@ -136,4 +138,5 @@ def create_app(db_url: str, data_dir: Path, secret_key: str | None = None) -> Fa
 
     for module in (tokens, resources, secrets, clusters):
         app.include_router(module.router)
+    dashboard.mount(app, db)
     return app
