@@ -27,11 +27,12 @@ from urllib.parse import unquote
 
 import httptools
 
+from runhouse.protocol.messages import FINAL
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.denauth import Caller
 from runhouse.server.http import CoalescingHttpToolsProtocol
 from runhouse.server.routes.calls import submit_call
-from runhouse.server.routes.relay import FINAL_KINDS, Reply, final_reply, relay, reply_for_error
+from runhouse.server.routes.relay import Reply, final_reply, relay, reply_for_error
 from runhouse.server.state import DaemonState
 from runhouse.server.workers import GONE, PendingCall, WorkerHandle
 
@@ -167,7 +168,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
     ) -> None:
         try:
             header, body = pending.first()
-            if header[0] in FINAL_KINDS:
+            if isinstance(header, FINAL):
                 self._in_flight = None
                 pending.take()
                 worker.forget(cid)

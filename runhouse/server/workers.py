@@ -1,7 +1,8 @@
 """Worker processes as seen from the daemon: spawning, the IPC channel, and crash handling.
 
-A :class:`WorkerHandle` owns one worker process (one per env) and its channel. Requests carry a
-call id; replies are routed to the :class:`PendingCall` waiting for that id. When the channel
+A :class:`WorkerHandle` owns one worker process (one per env) and its channel. Requests and
+replies are the records of :mod:`runhouse.protocol.messages`; a request carries a call id, and the
+replies to it are routed to the :class:`PendingCall` waiting for that id. When the channel
 closes unexpectedly (the user's code called ``os._exit``, segfaulted, or was OOM-killed) every
 in-flight call fails with :class:`~runhouse.exceptions.WorkerDied` naming the worker, its pid and
 how it ended; the daemon keeps serving the other workers, and the next deploy starts a fresh one.
@@ -25,19 +26,42 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import psutil
 
 from runhouse.exceptions import WorkerDied
 from runhouse.protocol.ipc import Channel, open_channel
+from runhouse.protocol.messages import (
+    Call,
+    Cancel,
+    Error,
+    ErrorInfo,
+    Hello,
+    ProtocolError,
+    WorkerReply,
+    WorkerRequest,
+    cid_of,
+    decode_reply,
+)
 
 log = logging.getLogger("runhouse.daemon")
 
 DEFAULT_ENV = "default_env"
 START_TIMEOUT_S = 60.0
 TIMEOUT_GRACE_S = 5.0  # past a call's timeout, how long the daemon waits for the worker to say so
-GONE = ("gone", 0)  # pushed to a PendingCall whose caller disconnected: stop relaying
+
+
+class Gone(NamedTuple):
+    """Not a worker message: pushed to a PendingCall whose caller disconnected, to stop relaying."""
+
+    cid: int = 0
+    kind: Literal["gone"] = "gone"
+
+
+GONE = Gone()
+Message = WorkerReply | Gone  # what a PendingCall hands out
+Build = Callable[[int], WorkerRequest]  # a request record, given its call id
 
 
 class PendingCall:
@@ -46,21 +70,21 @@ class PendingCall:
     __slots__ = ("_items", "_waiter", "started", "notify", "deadline")
 
     def __init__(self) -> None:
-        self._items: deque[tuple[Any, Any]] = deque()
+        self._items: deque[tuple[Message, Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.started = time.time()
         self.deadline: asyncio.TimerHandle | None = None  # the daemon's own bound on a timed call
         # called once, with no arguments, when the first reply arrives (the daemon's fast path)
         self.notify: Callable[[], None] | None = None
 
-    def first(self) -> tuple[Any, Any]:
+    def first(self) -> tuple[Message, Any]:
         """The earliest reply not yet taken (there must be one)."""
         return self._items[0]
 
-    def take(self) -> tuple[Any, Any]:
+    def take(self) -> tuple[Message, Any]:
         return self._items.popleft()
 
-    def push(self, header: Any, body: Any) -> None:
+    def push(self, header: Message, body: Any) -> None:
         self._items.append((header, body))
         notify = self.notify
         if notify is not None:
@@ -71,7 +95,7 @@ class PendingCall:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def next(self) -> tuple[Any, Any]:
+    async def next(self) -> tuple[Message, Any]:
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
@@ -156,19 +180,21 @@ class WorkerHandle:
         log.info("worker %s started (pid %s)", self.name, self.pid)
 
     # -- requests -----------------------------------------------------------------------
-    def submit(self, kind: str, *fields: Any, body: Any = None) -> tuple[int, PendingCall]:
-        """Send a request; its replies arrive on the returned PendingCall."""
+    def submit(self, build: Build, body: Any = None) -> tuple[int, PendingCall]:
+        """Send the request ``build(cid)`` makes (e.g. ``lambda cid: Get(cid, key, "json")``); its
+        replies arrive on the returned PendingCall."""
         if not self.alive or self._channel is None:
             raise WorkerDied(f"worker {self.name!r} is not running")
         cid = next(self._ids)
+        msg = build(cid)
         pending = PendingCall()
         self._pending[cid] = pending
-        self._channel.send((kind, cid, *fields), body)
-        if kind == "call":
-            timeout = fields[3].get("timeout")
+        self._channel.send(tuple(msg), body)  # messages.encode, inlined: the call path
+        if type(msg) is Call:
+            timeout = msg.options["timeout"]
             if timeout is not None:
                 pending.deadline = asyncio.get_running_loop().call_later(
-                    timeout + TIMEOUT_GRACE_S, self._expire, cid, fields[0], fields[1], fields[2], timeout
+                    timeout + TIMEOUT_GRACE_S, self._expire, msg, timeout
                 )
         return cid, pending
 
@@ -191,33 +217,36 @@ class WorkerHandle:
         if pending.deadline is not None:
             pending.deadline.cancel()
         if self.alive and self._channel is not None:
-            self._channel.send(("cancel", cid), None)
+            self._channel.send(tuple(Cancel(cid)), None)
 
-    def _expire(self, cid: int, key: str, method: str, ser: str, timeout: float) -> None:
+    def _expire(self, call: Call, timeout: float) -> None:
         """A timed call the worker did not answer in time (its loop is blocked): give up on it."""
+        cid = call.cid
         pending = self._pending.get(cid)
         if pending is None:
             return
         self.cancel(cid)
-        target = key if method == "call" else f"{key}.{method}"
+        target = call.key if call.method == "call" else f"{call.key}.{call.method}"
         message = (
             f"call to {target} timed out after {timeout:g} s; worker {self.name!r} (pid {self.pid}) did not "
             f"answer within {TIMEOUT_GRACE_S:g} s more, so the daemon gave up on it (the worker may be "
             "blocked by code running on its event loop)"
         )
         log.warning(message)
-        info = {
+        info: ErrorInfo = {
             "type": "builtins.TimeoutError",
             "message": message,
             "traceback": "",
-            "pickled": pickle.dumps(TimeoutError(message), protocol=5) if ser == "pickle" else None,
+            "pickled": pickle.dumps(TimeoutError(message), protocol=5)
+            if call.serialization == "pickle"
+            else None,
             "http_status": 504,
         }
-        pending.push(("error", cid, info), None)
+        pending.push(Error(cid, info), None)
 
-    async def request(self, kind: str, *fields: Any, body: Any = None) -> tuple[Any, Any]:
-        """A request with one reply: returns ``(header, body)``; error replies are returned too."""
-        cid, pending = self.submit(kind, *fields, body=body)
+    async def request(self, build: Build, body: Any = None) -> tuple[Message, Any]:
+        """A request with one reply: returns ``(reply, body)``; error replies are returned too."""
+        cid, pending = self.submit(build, body)
         try:
             return await pending.next()
         finally:
@@ -225,13 +254,28 @@ class WorkerHandle:
 
     # -- channel callbacks --------------------------------------------------------------
     def _on_message(self, header: Any, body: Any) -> None:
-        if header[0] == "hello":
-            if self._hello is not None and not self._hello.done():
-                self._hello.set_result(header[2])
+        try:
+            msg = decode_reply(header)
+        except ProtocolError as e:  # the request it answers (if it names one) fails with the reason
+            log.error("worker %s (pid %s): %s", self.name, self.pid, e)
+            cid = cid_of(header)
+            pending = self._pending.get(cid) if cid is not None else None
+            if pending is not None and cid is not None:
+                info: ErrorInfo = {
+                    "type": "runhouse.protocol.messages.ProtocolError",
+                    "message": str(e),
+                    "traceback": "",
+                    "pickled": None,
+                }
+                pending.push(Error(cid, info), None)
             return
-        pending = self._pending.get(header[1])
+        if type(msg) is Hello:
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(msg.pid)
+            return
+        pending = self._pending.get(msg.cid)
         if pending is not None:
-            pending.push(header, body)
+            pending.push(msg, body)
 
     def _on_close(self, exc: Exception | None) -> None:
         self.alive = False
@@ -246,7 +290,7 @@ class WorkerHandle:
             f"worker {self.name!r} (pid {self.pid}) {how} while handling this call; "
             "its objects are gone, and the next deploy to this env starts a new worker"
         )
-        info = {
+        info: ErrorInfo = {
             "type": "runhouse.exceptions.WorkerDied",
             "message": message,
             "traceback": "",
@@ -257,7 +301,7 @@ class WorkerHandle:
         for cid, pending in list(self._pending.items()):
             if pending.deadline is not None:
                 pending.deadline.cancel()
-            pending.push(("error", cid, info), None)
+            pending.push(Error(cid, info), None)
         self._pending.clear()
         if self._hello is not None and not self._hello.done():
             self._hello.set_exception(WorkerDied(message))

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from runhouse._version import __version__
 from runhouse.exceptions import BadRequest
+from runhouse.protocol.messages import Ok, Status
 from runhouse.protocol.shm import host_id
 from runhouse.protocol.wire import PROTOCOL_VERSION
 from runhouse.server.routes._body import check_env_vars, json_body
@@ -47,9 +48,9 @@ async def status(request: Request) -> Response:
         info = handle.stats()
         info["objects"] = state.registry.keys(name)
         if handle.alive:
-            header, _ = await handle.request("status")
-            if header[0] == "ok":
-                info["running"] = header[2]["running"]
+            reply, _ = await handle.request(Status)
+            if isinstance(reply, Ok):
+                info["running"] = reply.value["running"]
         workers.append(info)
     me = psutil.Process()
     memory = psutil.virtual_memory()

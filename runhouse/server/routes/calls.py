@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from runhouse.exceptions import AuthError, BadRequest, WorkerDied
 from runhouse.protocol.errors import WireError
+from runhouse.protocol.messages import Call, CallOptionsDict
 from runhouse.protocol.serialization import check_serialization, loads_json
 from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, GETATTR, SETATTR, decode_single_frame
 from runhouse.server.denauth import Caller
@@ -25,7 +26,7 @@ from runhouse.server.workers import PendingCall, WorkerHandle
 MAX_CALL_TIMEOUT_S = 30 * 24 * 3600
 
 
-def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
+def _json_call_body(raw: bytes) -> tuple[str, CallOptionsDict, bytes]:
     """Parse the JSON envelope; return (serialization, options, payload bytes for the worker)."""
     try:
         envelope = loads_json(raw, "body") if raw else {}
@@ -49,7 +50,7 @@ def _json_call_body(raw: bytes) -> tuple[str, dict[str, Any], bytes]:
     return ser, call_options(envelope, stream_default=False), payload
 
 
-def _query_call(query: bytes) -> tuple[str, dict[str, Any], bytes]:
+def _query_call(query: bytes) -> tuple[str, CallOptionsDict, bytes]:
     """``GET /{key}/{method}?a=1``: the query string is the kwargs, except ``serialization``
     (``json``, the default, answers with the result envelope; ``none`` with the bare JSON result)
     and ``run_name``, which are call options, as in the original system."""
@@ -74,7 +75,7 @@ def _flag(fields: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def call_options(fields: dict[str, Any], stream_default: bool) -> dict[str, Any]:
+def call_options(fields: dict[str, Any], stream_default: bool) -> CallOptionsDict:
     """The call options a request carries (frame header or JSON envelope), each checked here so
     that nothing malformed reaches a worker."""
     run_name = fields.get("run_name")
@@ -98,7 +99,7 @@ def call_options(fields: dict[str, Any], stream_default: bool) -> dict[str, Any]
     }
 
 
-def check_read_access(ser: str, options: dict[str, Any], method: str, payload: Any) -> None:
+def check_read_access(ser: str, options: CallOptionsDict, method: str, payload: Any) -> None:
     """What a caller with read access may not do on the call route (see ``docs/security.md``):
     send pickles (unpickling runs code), store a result or name a run (both write to the
     cluster), set attributes, read private ones, or use this host's shared memory."""
@@ -201,7 +202,8 @@ def submit_call(
         raise WorkerDied(f"worker {entry.env!r} holding {key!r} is not running; deploy the object again")
     state.calls_served += 1
     state.touch()
-    cid, pending = worker.submit("call", key, method, ser, options, body=payload)
-    if options["remote"]:
-        state.registry.add(options["run_name"], Entry(env=entry.env, kind="result"))
-    return worker, cid, pending, fmt, options["run_name"]
+    cid, pending = worker.submit(lambda cid: Call(cid, key, method, ser, options), payload)
+    run_name = options["run_name"]
+    if options["remote"] and run_name is not None:  # (checked above: remote needs a run name)
+        state.registry.add(run_name, Entry(env=entry.env, kind="result"))
+    return worker, cid, pending, fmt, run_name

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.errors import WireError
+from runhouse.protocol.messages import Delete, Deploy, Error, FinalReply, Get, Ok, Put, Rename
 from runhouse.protocol.serialization import check_serialization, loads_json
 from runhouse.server.registry import Entry
 from runhouse.server.routes._body import decode_base64, frame_or_json, json_body, key_field
@@ -29,7 +31,7 @@ async def _replace_elsewhere(state: DaemonState, key: str, env: str) -> None:
     """A key lives in one worker: drop an older copy held by a different env."""
     old = state.registry.find(key)
     if old is not None and old.env != env and old.env in state.workers:
-        await state.workers[old.env].request("delete", [key])
+        await state.workers[old.env].request(lambda cid: Delete(cid, [key]))
 
 
 async def put_object(request: Request) -> Response:
@@ -44,9 +46,9 @@ async def put_object(request: Request) -> Response:
         payload = _put_payload(fields, ser)
     worker = await state.worker(env)
     await _replace_elsewhere(state, key, env)
-    header, _ = await worker.request("put", key, ser, body=payload)
-    if header[0] == "error":
-        raise BadRequest(f"could not store {key!r}: {header[2]['message']}", 400)
+    reply, _ = await worker.request(lambda cid: Put(cid, key, ser), payload)
+    if isinstance(reply, Error):
+        raise BadRequest(f"could not store {key!r}: {reply.info['message']}", 400)
     state.registry.add(key, Entry(env=env, kind="object"))
     return JSONResponse({"key": key, "env": env, "output_type": "success"})
 
@@ -84,7 +86,7 @@ async def get_object(request: Request) -> Response:
     ser = check_serialization(request.query_params.get("serialization", "json"))
     entry = state.registry.get(key)
     worker = await state.worker(entry.env)
-    cid, pending = worker.submit("get", key, ser)
+    cid, pending = worker.submit(lambda cid: Get(cid, key, ser))
     fmt = "frames" if ser == "pickle" else "json"
     return await relay(state, worker, cid, pending, fmt, None)
 
@@ -106,9 +108,9 @@ async def rename(request: Request) -> Response:
     entry = state.registry.get(old)
     if state.registry.find(new) is not None:
         raise BadRequest(f"{new!r} already exists; delete it first or pick another name", 409)
-    header, _ = await state.workers[entry.env].request("rename", old, new)
-    if header[0] == "error":
-        raise BadRequest(header[2]["message"], 400)
+    reply, _ = await state.workers[entry.env].request(lambda cid: Rename(cid, old, new))
+    if isinstance(reply, Error):
+        raise BadRequest(reply.info["message"], 400)
     state.registry.rename(old, new)
     return JSONResponse({"key": new, "output_type": "success"})
 
@@ -141,7 +143,7 @@ async def delete_object(request: Request) -> Response:
     for env, env_keys in by_env.items():
         worker = state.workers.get(env)
         if worker is not None and worker.alive:
-            await worker.request("delete", env_keys)
+            await worker.request(functools.partial(Delete, keys=env_keys))
         for key in env_keys:
             state.registry.remove(key)
         deleted += env_keys
@@ -196,11 +198,11 @@ async def deploy(request: Request) -> Response:
     state.touch()
     entry = Entry(env=env, kind=str(fields.get("kind", "object")), config=config or {})
 
-    def register(header: Any) -> None:
-        if header[0] == "ok":
+    def register(reply: FinalReply) -> None:
+        if isinstance(reply, Ok):
             state.registry.add(key, entry)
 
-    cid, pending = worker.submit("deploy", key, spec, ser, body=payload)
+    cid, pending = worker.submit(lambda cid: Deploy(cid, key, spec, ser), payload)
     reply = await relay(state, worker, cid, pending, "frames" if frames else "json", None, register)
     if getattr(reply, "status", 200) == 500:  # the object could not be built from what was sent
         reply.status = 422

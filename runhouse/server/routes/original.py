@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.errors import WireError
+from runhouse.protocol.messages import Delete, Deploy, Error, Get, Put, Result
 from runhouse.protocol.serialization import check_serialization, loads_json
 from runhouse.server.registry import Entry, check_key
 from runhouse.server.routes._body import decode_base64
@@ -44,16 +45,17 @@ async def deploy_original(state: DaemonState, fields: dict[str, Any]) -> Respons
     key = _short_name(config.get("name"))
     old = state.registry.find(key)
     if old is not None and old.env != env and old.env in state.workers:
-        await state.workers[old.env].request("delete", [key])
+        await state.workers[old.env].request(lambda cid: Delete(cid, [key]))
     pointers = config.get("fn_pointers")
     if config.get("resource_type") == "function" and pointers is not None:
-        header, _ = await worker.request("deploy", key, _spec(pointers), "json")
+        spec = _spec(pointers)
+        reply, _ = await worker.request(lambda cid: Deploy(cid, key, spec, "json"))
         kind = "function"
     else:
-        header, _ = await worker.request("put", key, "json", body=json.dumps(config).encode())
+        reply, _ = await worker.request(lambda cid: Put(cid, key, "json"), json.dumps(config).encode())
         kind = "resource"
-    if header[0] == "error":
-        raise BadRequest(f"could not deploy {key!r}: {header[2]['message']}", 422)
+    if isinstance(reply, Error):
+        raise BadRequest(f"could not deploy {key!r}: {reply.info['message']}", 422)
     state.registry.add(key, Entry(env=env, kind=kind, config=config))
     state.touch()
     return JSONResponse(
@@ -80,14 +82,14 @@ async def _config_from_pickle(worker: WorkerHandle, payload: bytes) -> dict[str,
     """The config inside a pickled ``(config, state, dryrun)``: unpickled by the worker under a
     temporary key and read back as JSON, so that the daemon unpickles nothing."""
     temp = f"__rh_original_resource_{next(_TEMP_IDS)}"
-    header, _ = await worker.request("put", temp, "pickle", body=payload)
-    if header[0] == "error":
-        raise BadRequest(f"serialized_data could not be unpickled: {header[2]['message']}", 400)
+    reply, _ = await worker.request(lambda cid: Put(cid, temp, "pickle"), payload)
+    if isinstance(reply, Error):
+        raise BadRequest(f"serialized_data could not be unpickled: {reply.info['message']}", 400)
     try:
-        header, body = await worker.request("get", temp, "json")
+        reply, body = await worker.request(lambda cid: Get(cid, temp, "json"))
     finally:
-        await worker.request("delete", [temp])
-    if header[0] != "result":
+        await worker.request(lambda cid: Delete(cid, [temp]))
+    if not isinstance(reply, Result):
         raise BadRequest("serialized_data must be a pickled (config, state, dryrun) holding JSON values", 400)
     return _config_from_json(bytes(body or b"null").decode())
 

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from runhouse.exceptions import RunhouseError, status_for
 from runhouse.protocol.errors import WireError
+from runhouse.protocol.messages import FINAL, End, Error, ErrorInfo, FinalReply, Item, Ok, Out, Result
 from runhouse.protocol.wire import (
     FRAMES_CONTENT_TYPE,
     NDJSON_CONTENT_TYPE,
@@ -33,10 +34,9 @@ from runhouse.protocol.wire import (
     json_envelope,
 )
 from runhouse.server.state import DaemonState
-from runhouse.server.workers import GONE, PendingCall, WorkerHandle
+from runhouse.server.workers import GONE, Message, PendingCall, WorkerHandle
 
 log = logging.getLogger("runhouse.daemon")
-FINAL_KINDS = frozenset({"result", "error", "end", "ok"})
 
 
 def error_response(status: int, error: str, detail: str) -> Response:
@@ -87,95 +87,104 @@ class Reply:
             await send({"type": "http.response.body", "body": b""})
 
 
-def _frame(header: Any, body: Any) -> list[Any]:
-    kind = header[0]
-    if kind == "out":
-        return encode_frame({"output_type": OutputType.STDOUT}, header[2].encode())
-    if kind == "item":
-        return encode_frame({"output_type": OutputType.STREAM_ITEM, "serialization": header[2]}, body or b"")
-    if kind == "result":
-        meta = {"output_type": OutputType.RESULT, "serialization": header[2]}
-        if header[3]:
-            meta.update(header[3])
-        return encode_frame(meta, body or b"")
-    if kind == "error":
-        info = header[2]
-        meta = {
+def _error_fields(info: ErrorInfo) -> dict[str, Any]:
+    return {"type": info["type"], "message": info["message"], "traceback": info["traceback"]}
+
+
+def _frame(msg: Message, body: Any) -> list[Any]:
+    if isinstance(msg, Result):
+        if msg.extra:
+            extra = {"output_type": OutputType.RESULT, "serialization": msg.serialization, **msg.extra}
+            return encode_frame(extra, body or b"")
+        return encode_frame(
+            {"output_type": OutputType.RESULT, "serialization": msg.serialization}, body or b""
+        )
+    if isinstance(msg, Out):
+        return encode_frame({"output_type": OutputType.STDOUT}, msg.text.encode())
+    if isinstance(msg, Item):
+        return encode_frame(
+            {"output_type": OutputType.STREAM_ITEM, "serialization": msg.serialization}, body or b""
+        )
+    if isinstance(msg, Error):
+        pickled = msg.info["pickled"]
+        meta: dict[str, Any] = {
             "output_type": OutputType.EXCEPTION,
-            "error": {k: info[k] for k in ("type", "message", "traceback")},
-            "serialization": "pickle" if info.get("pickled") else None,
+            "error": _error_fields(msg.info),
+            "serialization": "pickle" if pickled else None,
         }
-        return encode_frame(meta, info.get("pickled") or b"")
-    if kind == "end":
+        return encode_frame(meta, pickled or b"")
+    if isinstance(msg, End):
         return encode_frame({"output_type": OutputType.SUCCESS})
     return encode_frame(
-        {"output_type": OutputType.CONFIG, "serialization": "json"}, json.dumps(header[2]).encode()
+        {"output_type": OutputType.CONFIG, "serialization": "json"}, json.dumps(_value(msg)).encode()
     )
 
 
-def _envelope(header: Any, body: Any) -> bytes:
-    kind = header[0]
-    if kind == "out":  # a list of lines (ends kept), as the original system sent printed output
-        return json_envelope(OutputType.STDOUT, header[2].splitlines(keepends=True), "none")
-    if kind in ("item", "result"):
-        ser = header[2]
+def _value(msg: Message) -> Any:
+    """An ``Ok`` reply's value (no other reply has one)."""
+    if not isinstance(msg, Ok):
+        raise TypeError(f"cannot relay a {type(msg).__name__} message to the caller")
+    return msg.value
+
+
+def _envelope(msg: Message, body: Any) -> bytes:
+    if isinstance(msg, Out):  # a list of lines (ends kept), as the original system sent printed output
+        return json_envelope(OutputType.STDOUT, msg.text.splitlines(keepends=True), "none")
+    if isinstance(msg, Item | Result):
+        ser = msg.serialization
         data = (
             base64.b64encode(body or b"").decode()
             if ser == "pickle"
             else (bytes(body or b"").decode() or "null")
         )
-        out_type = OutputType.STREAM_ITEM if kind == "item" else OutputType.RESULT
+        out_type = OutputType.STREAM_ITEM if isinstance(msg, Item) else OutputType.RESULT
         return json_envelope(out_type, data, ser)
-    if kind == "error":
-        info = header[2]
-        error = {k: info[k] for k in ("type", "message", "traceback")}
-        if info.get("pickled"):
-            error["pickled"] = base64.b64encode(info["pickled"]).decode()
-        return json_envelope(OutputType.EXCEPTION, error, "pickle" if info.get("pickled") else "json")
-    if kind == "end":
+    if isinstance(msg, Error):
+        info = msg.info
+        pickled = info["pickled"]
+        error = _error_fields(info)
+        if pickled:
+            error["pickled"] = base64.b64encode(pickled).decode()
+        return json_envelope(OutputType.EXCEPTION, error, "pickle" if pickled else "json")
+    if isinstance(msg, End):
         return json_envelope(OutputType.SUCCESS, None, "none")
-    return json_envelope(OutputType.CONFIG, header[2], "none")
+    return json_envelope(OutputType.CONFIG, _value(msg), "none")
 
 
-def _status_of(header: Any) -> int | None:
-    """HTTP status for an error reply about the request itself (not a user exception)."""
-    if header[0] == "error":
-        return header[2].get("status")
-    return None
-
-
-def _simple_json(header: Any, body: Any) -> Any:
+def _simple_json(msg: Message, body: Any) -> Any:
     """Reply for ``serialization: none``: the bare JSON result."""
-    kind = header[0]
-    if kind == "result":
+    if isinstance(msg, Result):
         return Reply([body or b"null"], "application/json")
-    if kind == "error":
-        info = header[2]
+    if isinstance(msg, Error):
+        info = msg.info
         return error_reply(
             info.get("http_status", 500),
             info["type"],
             info["message"] + ("\n" + info["traceback"] if info["traceback"] else ""),
         )
-    if kind == "ok":
-        return Reply([json.dumps(header[2]).encode()], "application/json")
+    if isinstance(msg, Ok):
+        return Reply([json.dumps(msg.value).encode()], "application/json")
     return Reply([b"null"], "application/json")
 
 
-OnFinal = Callable[[Any], None] | None
+OnFinal = Callable[[FinalReply], None] | None
 
 
-def final_reply(header: Any, body: Any, fmt: str) -> Reply:
+def final_reply(msg: Message, body: Any, fmt: str) -> Reply:
     """The whole response for a call whose first reply is its last (a result, an error, ok)."""
-    status = _status_of(header)
-    if status is not None:
-        info = header[2]
-        return error_reply(status, info["type"].rsplit(".", 1)[-1], info["message"])
+    if isinstance(msg, Error):
+        info = msg.info
+        status = info.get("status")  # about the request itself (not a user exception)
+        if status is not None:
+            return error_reply(status, info["type"].rsplit(".", 1)[-1], info["message"])
+        code = info.get("http_status", 500)
+    else:
+        code = 200
     if fmt == "frames":
-        return Reply(_frame(header, body), FRAMES_CONTENT_TYPE)
+        return Reply(_frame(msg, body), FRAMES_CONTENT_TYPE)
     if fmt == "none":
-        return _simple_json(header, body)
-    code = header[2].get("http_status", 500) if header[0] == "error" else 200
-    return Reply([_envelope(header, body)], "application/json", code)
+        return _simple_json(msg, body)
+    return Reply([_envelope(msg, body)], "application/json", code)
 
 
 async def relay(
@@ -214,11 +223,11 @@ def _shape(
     pending: PendingCall,
     fmt: str,
     run_name: str | None,
-    header: Any,
+    header: Message,
     body: Any,
 ) -> Any:
     """The reply that starts with the first worker message ``header``: whole or streamed."""
-    if header[0] in FINAL_KINDS:
+    if isinstance(header, FINAL):
         worker.forget(cid)
         return final_reply(header, body, fmt)
     return _Streamed(state, worker, cid, pending, fmt, run_name, header, body)
@@ -249,11 +258,11 @@ class _Relay:
             try:
                 header, body = await pending.next()
                 if fmt == "none":  # a bare-JSON caller gets only the final value; output is kept for /logs
-                    while header[0] not in FINAL_KINDS and header is not GONE:
-                        if header[0] == "out" and run_name:
-                            state.record_output(run_name, header[2])
+                    while not isinstance(header, FINAL) and header is not GONE:
+                        if isinstance(header, Out) and run_name:
+                            state.record_output(run_name, header.text)
                         header, body = await pending.next()
-                    if header[0] in FINAL_KINDS:
+                    if isinstance(header, FINAL):
                         worker.forget(cid)
                         reply: Any = _simple_json(header, body)
                     else:
@@ -293,7 +302,7 @@ async def _start_stream(send: Any, fmt: str) -> None:
     )
 
 
-def _chunk(fmt: str, header: Any, body: Any) -> bytes:
+def _chunk(fmt: str, header: Message, body: Any) -> bytes:
     """One worker message as a piece of a streamed reply: a frame, or an NDJSON line."""
     if fmt == "frames":
         return b"".join(_frame(header, body))
@@ -311,23 +320,23 @@ class Progress:
         self._fmt = fmt
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        queue: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Message, Any]] = asyncio.Queue()
 
         def emit(text: str) -> None:
-            queue.put_nowait((("out", 0, text), None))
+            queue.put_nowait((Out(0, text), None))
 
         async def run() -> None:
             try:
                 value = await self._work(emit)
-                queue.put_nowait((("ok", 0, value), None))
+                queue.put_nowait((Ok(0, value), None))
             except Exception as exc:  # noqa: BLE001 - reported to the caller by type
-                info = {
+                info: ErrorInfo = {
                     "type": f"{type(exc).__module__}.{type(exc).__name__}",
                     "message": str(exc),
                     "traceback": "",
                     "pickled": None,
                 }
-                queue.put_nowait((("error", 0, info), None))
+                queue.put_nowait((Error(0, info), None))
 
         task = asyncio.get_running_loop().create_task(run())
         await _start_stream(send, self._fmt)
@@ -335,7 +344,7 @@ class Progress:
             while True:
                 header, body = await queue.get()
                 chunk = _chunk(self._fmt, header, body)
-                final = header[0] in FINAL_KINDS
+                final = isinstance(header, FINAL)
                 await send({"type": "http.response.body", "body": chunk, "more_body": not final})
                 if final:
                     return
@@ -344,13 +353,13 @@ class Progress:
 
 
 class _Watched(PendingCall):
-    def __init__(self, inner: PendingCall, on_final: Callable[[Any], None]) -> None:
+    def __init__(self, inner: PendingCall, on_final: Callable[[FinalReply], None]) -> None:
         self._inner = inner
         self._on_final = on_final
 
-    async def next(self) -> tuple[Any, Any]:
+    async def next(self) -> tuple[Message, Any]:
         header, body = await self._inner.next()
-        if header[0] in FINAL_KINDS:
+        if isinstance(header, FINAL):
             self._on_final(header)
         return header, body
 
@@ -366,7 +375,7 @@ class _Streamed:
         pending: PendingCall,
         fmt: str,
         run_name: str | None,
-        header: Any,
+        header: Message,
         body: Any,
     ) -> None:
         self.status = 200
@@ -382,10 +391,10 @@ class _Streamed:
             if run_name:
                 state.running_runs.add(run_name)
             while header is not GONE:
-                if header[0] == "out" and run_name:
-                    state.record_output(run_name, header[2])
+                if isinstance(header, Out) and run_name:
+                    state.record_output(run_name, header.text)
                 chunk = _chunk(fmt, header, body)
-                final = header[0] in FINAL_KINDS
+                final = isinstance(header, FINAL)
                 await send({"type": "http.response.body", "body": chunk, "more_body": not final})
                 if final:
                     return

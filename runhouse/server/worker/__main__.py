@@ -1,7 +1,8 @@
 """Worker process entry point: ``python -m runhouse.server.worker --fd N --name ENV``.
 
 Started by the daemon with one end of a socketpair as file descriptor ``N``; serves messages on
-it until the daemon closes it, then exits.
+it until the daemon closes it, then exits. Records of :mod:`runhouse.protocol.messages` cross the
+channel as plain tuples: decoded here on the way in, encoded on the way out.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 from runhouse.protocol.ipc import open_channel
+from runhouse.protocol.messages import Hello, ProtocolError, WorkerReply, decode_request
 from runhouse.server.loop import run_loop
 from runhouse.server.worker import capture
 from runhouse.server.worker.runtime import WorkerRuntime
@@ -25,17 +28,27 @@ async def serve(fd: int, name: str, threads: int) -> None:
     sock = socket.socket(fileno=fd)
     runtime: WorkerRuntime | None = None
 
-    def on_message(header: object, body: object) -> None:
+    def on_message(header: Any, body: Any) -> None:
         assert runtime is not None
-        runtime.on_message(header, body)  # type: ignore[arg-type]
+        try:
+            msg = decode_request(header)
+        except ProtocolError as e:
+            runtime.refuse(header, e)
+            return
+        runtime.on_message(msg, body)
 
     def on_close(exc: Exception | None) -> None:
         if not closed.done():
             closed.set_result(None)
 
     channel = await open_channel(sock, on_message, on_close)
-    runtime = WorkerRuntime(name, channel.send, loop, threads)
-    channel.send(("hello", 0, os.getpid()), None)
+    send = channel.send
+
+    def send_record(msg: WorkerReply, body: Any) -> None:
+        send(tuple(msg), body)  # messages.encode, inlined: the call path
+
+    runtime = WorkerRuntime(name, send_record, loop, threads)
+    send_record(Hello(0, os.getpid()), None)
     loop.add_signal_handler(signal.SIGTERM, on_close, None)
     await closed
     runtime.shutdown()

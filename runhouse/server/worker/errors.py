@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import traceback
 from types import TracebackType
-from typing import Any
 
 import cloudpickle
+
+from runhouse.protocol.messages import ErrorInfo
 
 
 class CallError(Exception):
@@ -44,10 +45,10 @@ def _raised_by_the_request(exc: BaseException) -> bool:
 _REQUEST_ERRORS = ((TypeError, 422), (AttributeError, 404))
 
 
-def error_info(exc: BaseException, with_pickle: bool) -> dict[str, Any]:
+def error_info(exc: BaseException, with_pickle: bool) -> ErrorInfo:
     """Type, message, traceback text and (for pickle callers) the pickled exception."""
     cls = type(exc)
-    info: dict[str, Any] = {
+    info: ErrorInfo = {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(cls, exc, _user_frames(exc.__traceback__))),

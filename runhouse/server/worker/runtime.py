@@ -1,27 +1,30 @@
 """The worker core: a dict of named objects and the calls running on them.
 
-It is transport-agnostic: messages come in through :meth:`WorkerRuntime.on_message` and replies go
-out through the ``send(header, body)`` callable it was given (an IPC channel to the daemon today,
-a Ray actor's queue for multi-node later). Sync user code runs in a thread pool; coroutines and
-async generators run on the event loop. Each call's prints and logs are captured separately (see
-:mod:`capture`) and sent back as ``("out", cid, text)`` messages before its result.
+It is transport-agnostic: request records come in through :meth:`WorkerRuntime.on_message` and
+reply records go out through the ``send(reply, body)`` callable it was given (an IPC channel to
+the daemon today, which sends each record as a plain tuple, see :mod:`runhouse.protocol.messages`;
+a Ray actor's calls for multi-node). Sync user code runs in a thread pool; coroutines and async
+generators run on the event loop. Each call's prints and logs are captured separately (see
+:mod:`capture`) and sent back as ``Out(cid, text)`` replies before its result.
 
-Messages in (header tuples; ``body`` carries serialized user data):
+Requests in (records of :mod:`runhouse.protocol.messages`; ``body`` carries serialized user data):
 
-* ``("call", cid, key, method, serialization, opts)`` + args payload
-* ``("deploy", cid, key, spec, serialization)`` + pickled object or init args
-* ``("put", cid, key, serialization)`` + payload, ``("get", cid, key, serialization)``
-* ``("keys", cid)``, ``("delete", cid, [keys])``, ``("rename", cid, old, new)``, ``("status", cid)``
-* ``("cancel", cid)``: the call ``cid``'s caller went away; no reply
+* ``Call(cid, key, method, serialization, options)`` + args payload
+* ``Deploy(cid, key, spec, serialization)`` + pickled object or init args
+* ``Put(cid, key, serialization)`` + payload, ``Get(cid, key, serialization)``
+* ``Keys(cid)``, ``Delete(cid, keys)``, ``Rename(cid, old, new)``, ``Status(cid)``
+* ``Cancel(cid)``: the call ``cid``'s caller went away; no reply
 
-A call is cancelled when its caller goes away or its ``opts["timeout"]`` passes (then the caller
+Anything else is refused with an ``Error`` reply naming what was expected.
+
+A call is cancelled when its caller goes away or its ``options["timeout"]`` passes (then the caller
 gets a ``TimeoutError``): a coroutine's task is cancelled, a sync call's thread is interrupted
 (see :mod:`threads`), and the call leaves ``running`` at once; whatever it sends afterwards is
 dropped. Object operations (get, put) have threads of their own, so stuck calls cannot block them.
 
-Messages out: ``("out", cid, text)``, ``("item", cid, serialization)`` + payload,
-``("result", cid, serialization, extra)`` + payload, ``("error", cid, info)``, ``("end", cid)``,
-``("ok", cid, value)``.
+Replies out: ``Out(cid, text)``, ``Item(cid, serialization)`` + payload,
+``Result(cid, serialization, extra)`` + payload, ``Error(cid, info)``, ``End(cid)``,
+``Ok(cid, value)``.
 """
 
 from __future__ import annotations
@@ -33,12 +36,33 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from runhouse.protocol.errors import WireError
+from runhouse.protocol.messages import (
+    Call,
+    Cancel,
+    Delete,
+    Deploy,
+    End,
+    Error,
+    Get,
+    Item,
+    Keys,
+    Ok,
+    Out,
+    Put,
+    Rename,
+    Result,
+    Status,
+    WorkerReply,
+    WorkerRequest,
+    cid_of,
+    unknown_message,
+)
 from runhouse.protocol.serialization import deserialize, serialize_parts
 from runhouse.protocol.shm import shm_dir
 from runhouse.protocol.wire import GETATTR, SETATTR
@@ -47,7 +71,7 @@ from runhouse.server.worker.errors import CallError, error_info
 from runhouse.server.worker.imports import resolve
 from runhouse.server.worker.threads import CallCancelled, CallThreads, clear_interrupt, interrupt
 
-Send = Callable[[Any, Any], None]
+Send = Callable[[WorkerReply, Any], None]  # (reply record, body)
 OP_THREADS = 4  # for serializing objects in get/put, apart from the threads user calls run in
 
 
@@ -63,49 +87,64 @@ class WorkerRuntime:
         self._attach_lock = threading.Lock()  # a call's thread and its interruption change under it
         self._speed: dict[tuple[str, str], _Speed] = {}
         self._shm_dir = shm_dir()
+        # object operations by request type; each returns the Ok value or a _Reply
+        self._handlers: dict[type[Any], Callable[[Any, Any], Awaitable[Any]]] = {
+            Deploy: self._op_deploy,
+            Put: self._op_put,
+            Get: self._op_get,
+            Keys: self._op_keys,
+            Delete: self._op_delete,
+            Rename: self._op_rename,
+            Status: self._op_status,
+        }
 
     # -- dispatch -----------------------------------------------------------------------
-    def on_message(self, header: tuple[Any, ...], body: Any) -> None:
-        kind = header[0]
-        if kind == "call":
-            self._start_call(header, body)
+    def on_message(self, msg: WorkerRequest, body: Any) -> None:
+        if type(msg) is Call:
+            self._start_call(msg, body)
             return
-        if kind == "cancel":
-            call = self.running.get(header[1])
+        if type(msg) is Cancel:
+            call = self.running.get(msg.cid)
             if call is not None:
                 self._cancel(call)
             return
-        handler = getattr(self, f"_op_{kind}", None)
-        cid = header[1]
-        if handler is None:
-            self._send(("error", cid, error_info(CallError(f"unknown worker op {kind!r}", 400), False)), None)
+        op = self._handlers.get(type(msg))
+        if op is None:
+            self.refuse(msg, unknown_message(msg, "request"))
             return
-        self._loop.create_task(self._run_op(handler, header, body))
+        self._loop.create_task(self._run_op(op, msg, body))
 
-    async def _run_op(self, handler: Any, header: tuple[Any, ...], body: Any) -> None:
-        cid = header[1]
+    def refuse(self, header: Any, error: Exception) -> None:
+        """Answer a message that is not a request this worker knows (it reaches no handler) with
+        ``error``, if it names a call id to answer."""
+        cid = cid_of(header)
+        if cid is not None:
+            self._send(Error(cid, error_info(error, False)), None)
+
+    async def _run_op(self, op: Callable[[Any, Any], Awaitable[Any]], msg: WorkerRequest, body: Any) -> None:
+        cid = msg.cid
         try:
-            reply = await handler(*header[2:], body=body, cid=cid)
+            reply = await op(msg, body)
         except BaseException as e:  # noqa: BLE001 - every failure becomes an error reply
-            self._send(("error", cid, error_info(e, with_pickle=True)), None)
+            self._send(Error(cid, error_info(e, with_pickle=True)), None)
             return
-        if isinstance(reply, tuple):  # (header, body) already built
-            self._send(*reply)
+        if type(reply) is _Reply:  # the reply is built already
+            self._send(reply.msg, reply.body)
         else:
-            self._send(("ok", cid, reply), None)
+            self._send(Ok(cid, reply), None)
 
     # -- calls --------------------------------------------------------------------------
-    def _start_call(self, header: tuple[Any, ...], body: Any) -> None:
-        _, cid, key, method, ser, opts = header
-        shm = self._shm_dir if opts.get("shm") else None
+    def _start_call(self, msg: Call, body: Any) -> None:
+        cid, key, method, ser, opts, _ = msg
+        shm = self._shm_dir if opts["shm"] else None
         try:
             fn = self._resolve(key, method)
             args, kwargs = _decode_args(body, ser, shm)
         except BaseException as e:  # noqa: BLE001
-            self._send(("error", cid, error_info(e, ser == "pickle")), None)
+            self._send(Error(cid, error_info(e, ser == "pickle")), None)
             return
         sink = None
-        if opts.get("stream_logs"):
+        if opts["stream_logs"]:
             sink = OutputSink(self._loop, functools.partial(self._send_output, cid))
         ctx = contextvars.copy_context()
         if sink is not None:
@@ -113,10 +152,10 @@ class WorkerRuntime:
         if shm is not None:
             ctx.run(_shm.set, shm)
         call = self.running[cid] = _Call(cid, key, method, ser, sink)
-        timeout = opts.get("timeout")
+        timeout = opts["timeout"]
         if timeout is not None:
             call.timer = self._loop.call_later(timeout, self._time_out, call, timeout)
-        store_as = opts.get("run_name") if opts.get("remote") else None
+        store_as = opts["run_name"] if opts["remote"] else None
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             call.task = self._loop.create_task(self._run_async(call, fn, args, kwargs, store_as), context=ctx)
             return
@@ -178,7 +217,7 @@ class WorkerRuntime:
                 return
             reply = self._result_reply(call.cid, result, call.ser, store_as)
         except BaseException as e:  # noqa: BLE001
-            reply = (("error", call.cid, error_info(e, call.ser == "pickle")), None)
+            reply = Error(call.cid, error_info(e, call.ser == "pickle")), None
         speed.observe_inline(time.perf_counter() - start)
         self._reply(call, reply[0], reply[1], True)
 
@@ -208,7 +247,7 @@ class WorkerRuntime:
         kwargs: dict[str, Any],
         store_as: str | None,
         speed: _Speed | None,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[WorkerReply, Any]:
         """In a pool thread: run the call, await or iterate its result as needed; the final reply."""
         start = time.perf_counter()
         try:
@@ -222,11 +261,11 @@ class WorkerRuntime:
             if inspect.isgenerator(result) and store_as is None:
                 post, ser = self._loop.call_soon_threadsafe, call.ser
                 for item in result:
-                    post(self._reply, call, ("item", call.cid, ser), serialize_parts(item, ser, _shm.get()))
-                return ("end", call.cid), None
+                    post(self._reply, call, Item(call.cid, ser), serialize_parts(item, ser, _shm.get()))
+                return End(call.cid), None
             return self._result_reply(call.cid, result, call.ser, store_as)
         except BaseException as e:  # noqa: BLE001
-            return ("error", call.cid, error_info(e, call.ser == "pickle")), None
+            return Error(call.cid, error_info(e, call.ser == "pickle")), None
 
     async def _run_async(
         self,
@@ -240,28 +279,28 @@ class WorkerRuntime:
         try:
             if inspect.isasyncgenfunction(fn) and store_as is None:
                 async for item in fn(*args, **kwargs):
-                    self._reply(call, ("item", cid, ser), serialize_parts(item, ser, _shm.get()))
-                self._reply(call, ("end", cid), None, True)
+                    self._reply(call, Item(cid, ser), serialize_parts(item, ser, _shm.get()))
+                self._reply(call, End(cid), None, True)
                 return
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
             reply = self._result_reply(cid, result, ser, store_as)
         except BaseException as e:  # noqa: BLE001 - cancellation included: its reply is dropped
-            reply = (("error", cid, error_info(e, ser == "pickle")), None)
+            reply = Error(cid, error_info(e, ser == "pickle")), None
         self._reply(call, reply[0], reply[1], True)
 
-    def _result_reply(self, cid: int, result: Any, ser: str, store_as: str | None) -> tuple[Any, Any]:
+    def _result_reply(self, cid: int, result: Any, ser: str, store_as: str | None) -> tuple[WorkerReply, Any]:
         if store_as is not None:
             self.objects[store_as] = result
             ref = {"key": store_as, "type": type(result).__name__}
-            return ("result", cid, ser, {"stored_key": store_as}), serialize_parts(ref, ser, _shm.get())
-        return ("result", cid, ser, None), serialize_parts(result, ser, _shm.get())
+            return Result(cid, ser, {"stored_key": store_as}), serialize_parts(ref, ser, _shm.get())
+        return Result(cid, ser, None), serialize_parts(result, ser, _shm.get())
 
     def _send_output(self, cid: int, text: str) -> None:
-        self._send(("out", cid, text), None)
+        self._send(Out(cid, text), None)
 
-    def _reply(self, call: _Call, header: Any, body: Any, final: bool = False) -> None:
+    def _reply(self, call: _Call, header: WorkerReply, body: Any, final: bool = False) -> None:
         if call.done:
             return  # cancelled or timed out: nobody waits for it
         sink = call.sink
@@ -290,7 +329,7 @@ class WorkerRuntime:
         )
         info = error_info(error, call.ser == "pickle")
         info["http_status"] = 504  # for JSON callers; frames callers get the TimeoutError itself
-        self._reply(call, ("error", call.cid, info), None, True)
+        self._reply(call, Error(call.cid, info), None, True)
         self._cancel(call)
 
     def _cancel(self, call: _Call) -> None:
@@ -328,7 +367,8 @@ class WorkerRuntime:
                 continue
 
     # -- object operations --------------------------------------------------------------
-    async def _op_deploy(self, key: str, spec: dict[str, Any], ser: str, *, body: Any, cid: int) -> Any:
+    async def _op_deploy(self, msg: Deploy, body: Any) -> Any:
+        cid, key, spec, ser, _ = msg
         if spec.get("kind") == "instance":
             cls = self.objects.get(spec["class_key"]) or resolve(spec["class"], None)
             args, kwargs = _decode_args(body, ser)
@@ -347,29 +387,31 @@ class WorkerRuntime:
         self.objects[key] = obj
         return {"key": key, "type": type(obj).__name__, "pid": os.getpid()}
 
-    async def _op_put(self, key: str, ser: str, *, body: Any, cid: int) -> Any:
-        self.objects[key] = await self._in_thread(deserialize, body or b"", ser)
-        return key
+    async def _op_put(self, msg: Put, body: Any) -> Any:
+        self.objects[msg.key] = await self._in_thread(deserialize, body or b"", msg.serialization)
+        return msg.key
 
-    async def _op_get(self, key: str, ser: str, *, body: Any, cid: int) -> Any:
+    async def _op_get(self, msg: Get, body: Any) -> Any:
+        key, ser = msg.key, msg.serialization
         if key not in self.objects:
             raise CallError(f"no object named {key!r} in worker {self.name!r}", 404)
         data = await self._in_thread(serialize_parts, self.objects[key], ser)
-        return ("result", cid, ser, None), data
+        return _Reply(Result(msg.cid, ser, None), data)
 
-    async def _op_keys(self, *, body: Any, cid: int) -> Any:
+    async def _op_keys(self, msg: Keys, body: Any) -> Any:
         return list(self.objects)
 
-    async def _op_delete(self, keys: list[str], *, body: Any, cid: int) -> Any:
-        return [k for k in keys if self.objects.pop(k, _MISSING) is not _MISSING]
+    async def _op_delete(self, msg: Delete, body: Any) -> Any:
+        return [k for k in msg.keys if self.objects.pop(k, _MISSING) is not _MISSING]
 
-    async def _op_rename(self, old: str, new: str, *, body: Any, cid: int) -> Any:
+    async def _op_rename(self, msg: Rename, body: Any) -> Any:
+        old, new = msg.old, msg.new
         if old not in self.objects:
             raise CallError(f"no object named {old!r} in worker {self.name!r}", 404)
         self.objects[new] = self.objects.pop(old)
         return new
 
-    async def _op_status(self, *, body: Any, cid: int) -> Any:
+    async def _op_status(self, msg: Status, body: Any) -> Any:
         now = time.time()
         return {
             "pid": os.getpid(),
@@ -419,6 +461,13 @@ class _Call:
         self.timer: asyncio.TimerHandle | None = None
         self.interrupted = False
         self.done = False  # its final reply is sent (or it was cancelled): it sends nothing more
+
+
+class _Reply(NamedTuple):
+    """An object operation's reply when it is not ``Ok(value)``."""
+
+    msg: WorkerReply
+    body: Any
 
 
 _MISSING = object()
