@@ -245,12 +245,18 @@ def decode_reply(header: Any) -> WorkerReply:
 
 
 def cid_of(header: Any) -> int | None:
-    """The call id of a message (record or plain tuple) if it has one where a record has it."""
-    try:
-        cid = header[0]
-    except (TypeError, IndexError, KeyError):
-        return None
-    return cid if type(cid) is int else None
+    """The call id of a message (record or plain tuple), to answer one that cannot be read: first,
+    as in a record, or second, after the kind (the positional tuples before records)."""
+    first = _first(header)
+    if type(first) is int:
+        return first
+    if isinstance(first, str):
+        try:
+            second = header[1]
+        except (TypeError, IndexError, KeyError):
+            return None
+        return second if type(second) is int else None
+    return None
 
 
 def unknown_message(
