@@ -612,3 +612,13 @@ class TestHosts:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` locally inside ``host``'s network namespace (``ip netns exec``)."""
         return _run(["ip", "netns", "exec", host.netns, *argv], check=False, timeout=timeout)
+
+    def route_between_hosts(self) -> None:
+        """Let the hosts reach each other (multi-node tests: Ray's nodes talk host to host).
+
+        Each host's traffic leaves through its veth to the root namespace; forwarding is turned on
+        for the root ends of this run's veths only (``net.ipv4.conf.<link>.forwarding``, which
+        governs packets received on that link), never for the machine as a whole. The setting
+        goes with the links at teardown."""
+        for host in self.hosts:
+            Path(f"/proc/sys/net/ipv4/conf/{host.root_link}/forwarding").write_text("1\n")

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import textwrap
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,18 +124,20 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def package_index(python_version: str) -> Path:
+def package_index(python_version: str, extra: Sequence[str] = ()) -> Path:
     """A simple index (PEP 503: a folder per project) holding, as wheels for CPython
     ``python_version`` on this platform, runhouse's dependencies and uv, but not runhouse itself
     (SSH hosts get that from the client). Downloaded with pip once per set of dependencies into
-    this machine's cache folder (``~/.cache/runhouse-tests``)."""
+    this machine's cache folder (``~/.cache/runhouse-tests``). ``extra`` requirements (e.g.
+    ``("ray>=2.40,<3",)``) go into the index too, with their dependencies."""
     from runhouse.compute.wheel import client_wheel
 
     ours = client_wheel(Path(tempfile.mkdtemp(prefix="rh-index-wheel-")))
     with zipfile.ZipFile(ours) as wheel:
         metadata = next(wheel.read(n) for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     requires = sorted(line for line in metadata.decode().splitlines() if line.startswith("Requires-Dist"))
-    key = hashlib.sha256("\n".join([python_version, sys.platform, *requires]).encode()).hexdigest()[:12]
+    signature = "\n".join([python_version, sys.platform, *requires, *extra])
+    key = hashlib.sha256(signature.encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runhouse-tests"
     root = cache / f"index-{key}"
     if root.is_dir():
@@ -145,7 +147,7 @@ def package_index(python_version: str) -> Path:
     flat = building / "flat"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-         "--python-version", python_version, "-d", str(flat), str(ours), "uv"],
+         "--python-version", python_version, "-d", str(flat), str(ours), "uv", *extra],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if proc.returncode != 0:

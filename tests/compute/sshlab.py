@@ -17,7 +17,7 @@ import contextlib
 import functools
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sshhosts
@@ -56,12 +56,13 @@ def point_pip_at(host: Host, url: str) -> None:
 
 
 @contextlib.contextmanager
-def lab(n: int = 1, **options: object) -> Iterator[tuple[TestHosts, str]]:
+def lab(n: int = 1, index_extra: Sequence[str] = (), **options: object) -> Iterator[tuple[TestHosts, str]]:
     """``n`` hosts whose pip is pointed at a package index served from here; yields
-    ``(hosts, index URL)``. ``options`` go to :class:`sshhosts.TestHosts`."""
+    ``(hosts, index URL)``. ``index_extra`` requirements (e.g. Ray) are served too, with their
+    dependencies; ``options`` go to :class:`sshhosts.TestHosts`."""
     sshhosts.require(PREREQUISITES)
     with TestHosts(n=n, root_env={"XDG_CACHE_HOME": str(shared_cache())}, **options) as hosts:  # type: ignore[arg-type]
-        root = venvs.package_index(host_python_version(hosts))
+        root = venvs.package_index(host_python_version(hosts), index_extra)
         # one server for all: every host reaches the root namespace's addresses through its gateway
         with venvs.serve_index(root, hosts.hosts[0].gateway) as url:
             for host in hosts.hosts:
