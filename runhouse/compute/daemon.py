@@ -19,7 +19,7 @@ A new kind (multi-node on Ray, on-demand through SkyPilot, Kubernetes) is a new 
 
     class MyCluster(rh.Cluster):
         def _make_daemon(self) -> DaemonHost:
-            return MyKind(self.daemon_spec())
+            return MyKind(self._daemon_spec())
 """
 
 from __future__ import annotations

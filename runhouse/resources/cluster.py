@@ -94,12 +94,12 @@ class Cluster(Resource):
     def _make_daemon(self) -> DaemonHost:
         """The kind of this cluster. A new kind is a new :class:`DaemonHost`, returned here (or by a
         subclass overriding this); nothing else in the class changes."""
-        spec = self.daemon_spec()
+        spec = self._daemon_spec()
         if self.is_local():
             return LocalDaemon(spec)
         return RemoteDaemon.from_spec(spec)
 
-    def daemon_spec(self) -> DaemonSpec:
+    def _daemon_spec(self) -> DaemonSpec:
         """What any kind needs to know about this cluster."""
         return DaemonSpec(
             name=self.name or self.head,

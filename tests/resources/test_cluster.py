@@ -200,7 +200,7 @@ class CopyingKind(DaemonHost):
 
 class CopyingCluster(rh.Cluster):
     def _make_daemon(self) -> DaemonHost:
-        return CopyingKind(self.daemon_spec())
+        return CopyingKind(self._daemon_spec())
 
 
 def test_a_new_kind_plugs_into_cluster_unchanged(tmp_path, monkeypatch):
