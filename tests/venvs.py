@@ -129,7 +129,7 @@ def package_index(python_version: str, extra: Sequence[str] = ()) -> Path:
     ``python_version`` on this platform, runhouse's dependencies and uv, but not runhouse itself
     (SSH hosts get that from the client). Downloaded with pip once per set of dependencies into
     this machine's cache folder (``~/.cache/runhouse-tests``). ``extra`` requirements (e.g.
-    ``("ray>=2.40,<3",)``) go into the index too, with their dependencies."""
+    ``("ray>=2.56,<3",)``) go into the index too, with their dependencies."""
     from runhouse.compute.wheel import client_wheel
 
     ours = client_wheel(Path(tempfile.mkdtemp(prefix="rh-index-wheel-")))

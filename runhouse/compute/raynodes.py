@@ -50,7 +50,7 @@ from runhouse.compute.hostkeys import ACCEPT_NEW
 from runhouse.compute.ssh import SSHCreds, SSHPool, SSHSession
 from runhouse.exceptions import SSHError
 
-RAY_REQUIREMENT = "ray>=2.40,<3"  # keep in step with the `ray` extra in pyproject.toml
+RAY_REQUIREMENT = "ray>=2.56,<3"  # keep in step with the `ray` extra in pyproject.toml
 DEFAULT_PORT = 6379  # Ray's own default GCS port, so a cluster started by hand is found there
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 20.0
