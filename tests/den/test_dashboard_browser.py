@@ -151,7 +151,7 @@ def test_sign_in_browse_search_share_revoke_usage_escaping_and_sign_out(
         assert chart.locator("svg rect title").first.text_content().endswith(": 7")
         assert page.locator("#chart-deploy h2 .total").inner_text() == "1"
         cells = page.locator("#usage-table tbody tr").filter(has_text="call").first.locator("td")
-        assert cells.nth(3).inner_text() == "7"
+        assert cells.nth(2).inner_text() == "7"
         shots(page, "usage-chart")
 
         page.goto(f"{den.url}/dashboard/resources/alice/x-script")

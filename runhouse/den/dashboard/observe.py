@@ -126,7 +126,7 @@ def _usage_page(
     for kind, title in KINDS:
         series = {name: counts for (k, name), counts in found.series.items() if k == kind}
         drawn.append(charts.stacked(kind, f"{title} per {by}", series, starts))
-    return {"charts": drawn, "table": found.table, "starts": starts, "window": w}
+    return {"charts": drawn, "table": found.table, "rows": found.rows, "starts": starts, "window": w}
 
 
 def add_routes(router: APIRouter, web: Web) -> None:
@@ -152,7 +152,8 @@ def add_routes(router: APIRouter, web: Web) -> None:
                 raise InvalidInput(f"{uri(owner, name)} is a {resource.resource_type}, not a cluster")
             status, seen = queries.heartbeat(db, resource)
             found = queries.usage(db, caller, window("7d"), "user", uri(owner, name))
-            return {"cluster": view(owner, name, resource.visibility, status, seen), "table": found.table}
+            cluster = view(owner, name, resource.visibility, status, seen)
+            return {"cluster": cluster, "table": found.table, "rows": found.rows, "by": "user"}
 
         return web.page(request, session, "cluster.html", await web.read(session, read))
 

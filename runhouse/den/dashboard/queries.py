@@ -249,47 +249,56 @@ def _epoch(session: Session, column: Any) -> ColumnElement[Any]:
     return func.cast(func.strftime("%s", column), UsageEvent.count.type)
 
 
+MAX_TABLE_ROWS = 200
+
+
 @dataclass(frozen=True)
 class Usage:
-    """Counts per time bucket, kind and user or cluster; and per user, cluster and kind in all."""
+    """Counts per time bucket, kind and user or cluster, and their sums: the table behind the charts."""
 
     series: dict[tuple[str, str], list[int]]  # (kind, user or cluster) -> count per bucket
-    table: list[tuple[str, str, str, int, datetime, datetime]]  # user, cluster, kind, count, first, last
+    table: list[tuple[str, str, int, datetime, datetime]]  # user or cluster, kind, count, first, last
+    rows: int  # rows the table would have before :data:`MAX_TABLE_ROWS`
 
 
 def usage(session: Session, caller: Caller, window: Window, by: str, cluster: str | None = None) -> Usage:
-    """Usage the caller may see in ``window``, bucketed for charts (``by`` ``user`` or ``cluster``)
-    and summed for the table."""
+    """Usage the caller may see in ``window``, per bucket for charts (``by`` ``user`` or
+    ``cluster``) and summed per user or cluster and kind for the table (the busiest rows)."""
     in_window = and_(UsageEvent.at >= window.start, UsageEvent.at < window.end)
     if cluster is not None:
         in_window = and_(in_window, UsageEvent.cluster == cluster)
     seen = session.execute(select(UsageEvent.cluster).where(in_window).distinct()).scalars()
     allowed = readable_clusters(session, caller, seen)
     if not allowed:
-        return Usage({}, [])
-    where = and_(in_window, UsageEvent.cluster.in_(sorted(allowed)))
+        return Usage({}, [], 0)
     step_s = window.step.total_seconds()
     start_s = (window.start - datetime(1970, 1, 1)).total_seconds()
     bucket = func.floor((_epoch(session, UsageEvent.at) - literal(start_s)) / literal(step_s))
     key = UsageEvent.username if by == "user" else UsageEvent.cluster
-    series: dict[tuple[str, str], list[int]] = {}
     grouped = (
-        select(UsageEvent.kind, key, bucket, func.sum(UsageEvent.count))
-        .where(where)
+        select(
+            UsageEvent.kind,
+            key,
+            bucket,
+            func.sum(UsageEvent.count),
+            func.min(UsageEvent.at),
+            func.max(UsageEvent.at),
+        )
+        .where(in_window, UsageEvent.cluster.in_(sorted(allowed)))
         .group_by(UsageEvent.kind, key, bucket)
     )
-    for kind, name, index, count in session.execute(grouped).tuples():
+    series: dict[tuple[str, str], list[int]] = {}
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for kind, name, index, count, first, last in session.execute(grouped).tuples():
         counts = series.setdefault((kind, name), [0] * window.buckets)
         counts[min(max(int(index), 0), window.buckets - 1)] += int(count)
-    keys = (UsageEvent.username, UsageEvent.cluster, UsageEvent.kind)
-    summed = (
-        select(*keys, func.sum(UsageEvent.count), func.min(UsageEvent.at), func.max(UsageEvent.at))
-        .where(where)
-        .group_by(*keys)
-        .order_by(*keys)
+        seen_first, seen_last = spans.get((kind, name), (first, last))
+        spans[(kind, name)] = (min(seen_first, first), max(seen_last, last))
+    table = sorted(
+        ((name, kind, sum(counts), *spans[(kind, name)]) for (kind, name), counts in series.items()),
+        key=lambda row: (-row[2], row[0], row[1]),
     )
-    table = [(u, c, k, int(n), first, last) for u, c, k, n, first, last in session.execute(summed).tuples()]
-    return Usage(series, table)
+    return Usage(series, table[:MAX_TABLE_ROWS], len(table))
 
 
 def usage_rows(session: Session, caller: Caller, window: Window) -> Iterable[tuple[str, str, str, str, int]]:
