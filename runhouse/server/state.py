@@ -172,6 +172,8 @@ class DaemonState:
                 "idle_s": round(time.time() - self.last_activity, 1),
                 "workers": sorted(self.workers),
                 "objects": self.registry.keys(None),
+                "running_calls": sum(h.in_flight for h in self.workers.values()),
+                "autostop_mins": self.autostop_mins,
             }
             await den.report(status)
             await asyncio.sleep(den.heartbeat_s)

@@ -263,6 +263,7 @@ def test_usage_and_heartbeats_reach_den(den, homes, alice, den_cluster):
     status = den_api.cluster_status(den_cluster.rns_address)
     assert status["seconds_ago"] is not None and status["seconds_ago"] < 10
     assert "counted_add" in status["status"]["objects"]
+    assert status["status"]["running_calls"] == 0 and "autostop_mins" in status["status"]  # for the dashboard
     report = subprocess.run(
         ["runhouse", "den", "usage", "--db", den.db_url, "--cluster", den_cluster.rns_address],
         capture_output=True,
