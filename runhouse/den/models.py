@@ -139,3 +139,21 @@ class UsageEvent(Base):
     resource: Mapped[str | None] = mapped_column(String(URI_LEN))
     count: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class UsageHour(Base):
+    """Usage events summed per hour, cluster, user and kind, for charts that span up to 90 days.
+
+    ``hour`` counts whole hours since 1970-01-01 UTC, so any range cut into whole hours is summed
+    exactly, with integer arithmetic on both databases. :func:`runhouse.den.usage.record` keeps it in
+    the transaction that stores the events; migration 0002 filled it from the events before it."""
+
+    __tablename__ = "usage_hours"
+
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(URI_LEN), primary_key=True)
+    username: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(DateTime)
+    last_at: Mapped[datetime] = mapped_column(DateTime)

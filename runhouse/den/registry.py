@@ -12,9 +12,9 @@ by any authenticated user and ``private`` ones by nobody else.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from runhouse.den.auth import Caller, cluster_scope, daemon_scope
@@ -25,6 +25,7 @@ from runhouse.den.names import Level, at_least, check_resource_name, check_usern
 
 MAX_CONFIG_BYTES = 1024 * 1024
 SECRET_TYPE = "secret"
+_READ_BY_ALL = ("unlisted", "public")
 
 
 def encode_config(config: dict[str, Any], what: str = "config") -> str:
@@ -92,13 +93,43 @@ def require_resource(session: Session, owner: str, name: str, lock: bool = False
     return resource
 
 
-def access_level(session: Session, user_id: int, resource: Resource) -> Level:
-    if resource.owner_id == user_id:
+def level_of(user_id: int, owner_id: int, visibility: str, share: str | None) -> Level:
+    """The access rule (module docstring) for a resource's owner, visibility and the user's share."""
+    if owner_id == user_id:
         return "write"
-    share = session.get(Share, (resource.id, user_id))
     if share is not None:
-        return "none" if share.access_level == "denied" else share.access_level  # type: ignore[return-value]
-    return "read" if resource.visibility in ("unlisted", "public") else "none"
+        return "none" if share == "denied" else share  # type: ignore[return-value]
+    return "read" if visibility in _READ_BY_ALL else "none"
+
+
+def access_level(session: Session, user_id: int, resource: Resource) -> Level:
+    share = session.get(Share, (resource.id, user_id))
+    return level_of(
+        user_id, resource.owner_id, resource.visibility, None if share is None else share.access_level
+    )
+
+
+Q = TypeVar("Q", bound=Select)
+
+
+def readable_resources(query: Q, user_id: int, listed: bool = True) -> Q:
+    """``query`` (selecting from ``resources``) joined to owners (``User``) and the user's share
+    (``Share``, for ``level_of``) and kept to the resources the user may list, or with
+    ``listed=False`` all they may read: :func:`level_of` in SQL. Listed are their own, those shared
+    with them (not denied) and public ones; readable adds unlisted ones."""
+    share = Share.access_level
+    by_all = ("public",) if listed else _READ_BY_ALL
+    return (
+        query.join(User, Resource.owner_id == User.id)
+        .outerjoin(Share, and_(Share.resource_id == Resource.id, Share.user_id == user_id))
+        .where(
+            or_(
+                Resource.owner_id == user_id,
+                share.in_(("read", "write")),
+                and_(share.is_(None), Resource.visibility.in_(by_all)),
+            )
+        )
+    )
 
 
 def require_access(session: Session, caller: Caller, resource: Resource, owner: str, needed: Level) -> Level:
@@ -186,33 +217,18 @@ def history(session: Session, resource: Resource, limit: int | None = None) -> l
 def listing(
     session: Session, caller: Caller, owner: str | None, resource_type: str | None
 ) -> list[tuple[Resource, str, Level]]:
-    """What the caller may see: their own, shared to them (not denied) and public resources."""
-    share_level = Share.access_level
-    query = (
-        select(Resource, User.username, share_level)
-        .join(User, Resource.owner_id == User.id)
-        .outerjoin(Share, and_(Share.resource_id == Resource.id, Share.user_id == caller.user_id))
-        .where(
-            or_(
-                Resource.owner_id == caller.user_id,
-                share_level.in_(("read", "write")),
-                and_(
-                    Resource.visibility == "public",
-                    or_(share_level.is_(None), share_level != "denied"),
-                ),
-            )
-        )
-        .order_by(User.username, Resource.name)
+    """What the caller may list (:func:`readable_resources`), by owner and name."""
+    query = readable_resources(select(Resource, User.username, Share.access_level), caller.user_id).order_by(
+        User.username, Resource.name
     )
     if owner is not None:
         query = query.where(User.username == check_username(owner))
     if resource_type is not None:
         query = query.where(Resource.resource_type == resource_type)
-    rows: list[tuple[Resource, str, Level]] = []
-    for resource, owner_name, shared in session.execute(query).tuples():
-        level: Level = "write" if resource.owner_id == caller.user_id else (shared or "read")  # type: ignore[assignment]
-        rows.append((resource, owner_name, level))
-    return rows
+    return [
+        (resource, owner_name, level_of(caller.user_id, resource.owner_id, resource.visibility, shared))
+        for resource, owner_name, shared in session.execute(query).tuples()
+    ]
 
 
 def remove(session: Session, caller: Caller, owner: str, name: str) -> None:

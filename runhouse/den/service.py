@@ -37,7 +37,7 @@ STOP_TIMEOUT_S = 10.0
 
 INSTALL_HINT = 'pip install "runhouse[den]"'
 # What the `den` extra installs, by import name; psycopg only for PostgreSQL databases.
-SERVER_MODULES = ("fastapi", "sqlalchemy", "alembic")
+SERVER_MODULES = ("fastapi", "sqlalchemy", "alembic", "jinja2")
 POSTGRES_MODULE = "psycopg"
 
 

@@ -2,7 +2,9 @@
 aggregation, shared by ``GET /v1/usage`` and ``runhouse den usage``.
 
 Events are stored one row per report; the aggregate sums ``count`` per (user, cluster, kind,
-resource) with the first and last time seen.
+resource) with the first and last time seen. :func:`record` also adds each report to its hour's
+``usage_hours`` row in the same transaction, so the dashboard's charts read hourly sums instead of
+every event and always agree with them.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from runhouse.den.errors import InvalidInput
 from runhouse.den.limits import shown
-from runhouse.den.models import UsageEvent, utc_now
+from runhouse.den.models import UsageEvent, UsageHour, utc_now
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,13 @@ def parse_since(text: str) -> datetime:
     return parsed
 
 
+def hour_of(at: datetime) -> int:
+    """Whole hours since 1970-01-01 of a naive UTC time: the ``hour`` of ``usage_hours``."""
+    return int((at - _EPOCH).total_seconds() // 3600)
+
+
 def record(session: Session, events: list[NewEvent]) -> int:
+    """Store ``events`` (all at one time, now) and add them to their hourly sums."""
     now = utc_now()
     session.add_all(
         UsageEvent(
@@ -78,7 +88,35 @@ def record(session: Session, events: list[NewEvent]) -> int:
         )
         for e in events
     )
+    sums: dict[tuple[str, str, str], int] = {}
+    for e in events:
+        key = (e.cluster, e.username, e.kind)
+        sums[key] = sums.get(key, 0) + e.count
+    if sums:
+        _add_hourly(session, hour_of(now), now, sums)
     return len(events)
+
+
+def _add_hourly(session: Session, hour: int, at: datetime, sums: dict[tuple[str, str, str], int]) -> None:
+    # One upsert; rows in key order so that concurrent reports lock shared rows in the same order
+    # (a deadlock that happens anyway is retried by Database.write).
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    later = func.greatest if dialect == "postgresql" else func.max  # SQLite's max(a, b) is scalar
+    rows = [
+        {"hour": hour, "cluster": c, "username": u, "kind": k, "count": n, "first_at": at, "last_at": at}
+        for (c, u, k), n in sorted(sums.items())
+    ]
+    statement = insert(UsageHour).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[UsageHour.hour, UsageHour.cluster, UsageHour.username, UsageHour.kind],
+            set_={
+                "count": UsageHour.count + statement.excluded.count,
+                "last_at": later(UsageHour.last_at, statement.excluded.last_at),
+            },
+        )
+    )
 
 
 def aggregate(session: Session, cluster: str | None = None, since: datetime | None = None) -> list[Aggregate]:

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
+from datetime import datetime
 from typing import Protocol
 
 import httpx
 import pytest
 from denserver import DenServer, unique_name
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from runhouse.den import registry
-from runhouse.den.dashboard import queries
 from runhouse.den.dashboard.observe import state
-from runhouse.den.models import Resource, Share
+from runhouse.den.models import Base, Resource, Share, User
 
 
 class Person(Protocol):  # conftest's ``people`` fixture makes these
@@ -363,12 +365,50 @@ def test_a_resource_page_shows_versions_and_their_diff(
     assert as_alice.get(f"/dashboard/resources/{alice.name}/{name}?a=9&b=3").status_code == 404
 
 
-@pytest.mark.parametrize("visibility", ["private", "unlisted", "public"])
-@pytest.mark.parametrize("share", [None, "read", "write", "denied"])
-@pytest.mark.parametrize("owner", [True, False])
-def test_the_dashboards_access_rule_is_the_apis(visibility: str, share: str | None, owner: bool) -> None:
-    resource = Resource(id=1, owner_id=1 if owner else 2, visibility=visibility)
-    row = None if share is None else Share(resource_id=1, user_id=1, access_level=share)
-    session = SimpleNamespace(get=lambda _cls, _key: row)
-    expected = registry.access_level(session, 1, resource)  # type: ignore[arg-type]
-    assert queries.level(1, resource.owner_id, visibility, share) == expected
+def test_the_access_rule_in_sql_is_the_rule_in_python() -> None:
+    """``registry.readable_resources`` (listings, the dashboard, usage) keeps exactly the resources
+    ``registry.level_of`` (single reads) gives access to, for every owner, visibility and share."""
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    now = datetime(2026, 1, 1)
+    with Session(engine) as session:
+        me, other = User(id=1, username="me", created_at=now), User(id=2, username="other", created_at=now)
+        session.add_all([me, other])
+        cases = list(
+            itertools.product([1, 2], ["private", "unlisted", "public"], [None, "read", "write", "denied"])
+        )
+        for i, (owner, visibility, share) in enumerate(cases, start=1):
+            session.add(
+                Resource(
+                    id=i,
+                    owner_id=owner,
+                    name=f"r{i}",
+                    resource_type="function",
+                    visibility=visibility,
+                    version=1,
+                    config="{}",
+                    created_at=now,
+                    updated_at=now,
+                    updated_by="x",
+                )
+            )
+            if share is not None and owner != 1:
+                session.add(Share(resource_id=i, user_id=1, access_level=share))
+        session.flush()
+        levels = {
+            i: registry.access_level(session, 1, session.get(Resource, i))  # type: ignore[arg-type]
+            for i in range(1, len(cases) + 1)
+        }
+
+        def found(listed: bool) -> set[int]:
+            query = registry.readable_resources(select(Resource.id), 1, listed=listed)
+            return set(session.execute(query).scalars())
+
+        assert found(listed=False) == {i for i, level in levels.items() if level != "none"}
+        listed = {
+            i
+            for i, (owner, vis, share) in enumerate(cases, start=1)
+            if owner == 1 or (share in ("read", "write")) or (vis == "public" and share is None)
+        }
+        assert found(listed=True) == listed and listed < found(listed=False)
+    engine.dispose()

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from denserver import DenServer
+import pytest
+from alembic import command
+from alembic.config import Config
+from denserver import DenServer, postgres_url
+from sqlalchemy import Engine, create_engine, insert, select
+
+from runhouse.den import usage
+from runhouse.den.db import MIGRATIONS_DIR
+from runhouse.den.models import UsageEvent, UsageHour
 
 
 def _cluster(person, name: str) -> str:
@@ -151,3 +163,99 @@ def test_heartbeat_and_status(people, den: DenServer) -> None:
     assert (
         alice.http.post(f"/v1/clusters/{alice.name}/none/heartbeat", json={"status": {}}).status_code == 404
     )
+
+
+def _sums(engine: Engine, clusters: list[str]) -> tuple[dict[tuple, int], dict[tuple, int]]:
+    """Per (hour, cluster, user, kind): the events' counts summed, and the ``usage_hours`` rows."""
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(
+                UsageEvent.at, UsageEvent.cluster, UsageEvent.username, UsageEvent.kind, UsageEvent.count
+            ).where(UsageEvent.cluster.in_(clusters))
+        )
+        raw: dict[tuple, int] = {}
+        for at, cluster, user, kind, count in events:
+            key = (usage.hour_of(at), cluster, user, kind)
+            raw[key] = raw.get(key, 0) + count
+        keys = (UsageHour.hour, UsageHour.cluster, UsageHour.username, UsageHour.kind)
+        rolled = conn.execute(select(*keys, UsageHour.count).where(UsageHour.cluster.in_(clusters)))
+        return raw, {(h, c, u, k): n for h, c, u, k, n in rolled}
+
+
+def test_hourly_sums_equal_the_events_after_many_concurrent_reports(den: DenServer, people) -> None:
+    alice, bob = people("alice"), people("bob")
+    clusters = [_cluster(alice, f"busy{i}") for i in range(3)]
+    for cluster in clusters:
+        alice.http.put(f"/v1/resources{cluster}/access/{bob.name}", json={"access_level": "write"})
+    rng = random.Random(3)
+    batches = [
+        [
+            {
+                "kind": rng.choice(["call", "deploy"]),
+                "cluster": rng.choice(clusters),
+                "count": rng.randint(1, 9),
+            }
+            for _ in range(rng.randint(1, 30))
+        ]
+        for _ in range(60)
+    ]
+
+    def send(i: int) -> int:
+        person = alice if i % 2 else bob
+        reply = person.http.post("/v1/events", json={"events": batches[i]})
+        assert reply.status_code == 200, reply.text
+        return int(reply.json()["recorded"])
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(send, range(len(batches)))) == sum(len(b) for b in batches)
+    engine = create_engine(den.db_url)
+    try:
+        raw, rolled = _sums(engine, clusters)
+    finally:
+        engine.dispose()
+    assert rolled == raw and sum(rolled.values()) == sum(e["count"] for b in batches for e in b)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_migration_0002_fills_usage_hours_from_the_events_before_it(database: str, tmp_path: Path) -> None:
+    url = postgres_url() if database == "postgresql" else f"sqlite:///{tmp_path / 'old.sqlite'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+        hour = datetime(2026, 3, 1, 10)
+        times = [
+            hour,
+            hour + timedelta(minutes=59, seconds=59.9),
+            hour + timedelta(hours=1),
+            hour - timedelta(days=40),
+        ]
+        rows = [
+            {"username": u, "cluster": c, "kind": k, "resource": None, "count": n, "at": at}
+            for n, (at, u, c, k) in enumerate(
+                itertools.product(times, ["ann", "ben"], ["/ann/a", "/ben/b"], ["call", "cluster_up"]),
+                start=1,
+            )
+        ]
+        with engine.begin() as conn:
+            conn.execute(insert(UsageEvent.__table__), rows)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        raw, rolled = _sums(engine, ["/ann/a", "/ben/b"])
+        assert rolled == raw and len(rolled) == 3 * 2 * 2 * 2  # the first two times share an hour
+        with engine.connect() as conn:
+            first, last = conn.execute(
+                select(UsageHour.first_at, UsageHour.last_at).where(
+                    UsageHour.hour == usage.hour_of(hour),
+                    UsageHour.cluster == "/ann/a",
+                    UsageHour.username == "ann",
+                    UsageHour.kind == "call",
+                )
+            ).one()
+        assert (first, last) == (times[0], times[1])
+    finally:
+        engine.dispose()

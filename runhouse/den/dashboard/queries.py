@@ -2,10 +2,9 @@
 
 The API's functions (:mod:`runhouse.den.registry`) load whole rows, configs included, which is
 right for one resource and too slow for a page out of 10,000; these select only the columns a page
-shows, a page at a time. Who may see what is the API's rule (:func:`level`, checked against
-``registry.access_level`` by the dashboard's tests): the owner writes, an explicit share gives
-read, write or denied, and otherwise unlisted and public resources are readable by anyone signed
-in; listings show one's own, shared (not denied) and public resources.
+shows, a page at a time. Who may see what is the API's rule, from the one place it is written:
+``registry.readable_resources`` (in SQL) and ``registry.level_of``. Usage is read from the hourly
+sums in ``usage_hours``, not from the raw events.
 """
 
 from __future__ import annotations
@@ -19,43 +18,29 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
+from runhouse.den import registry
 from runhouse.den.auth import Caller
-from runhouse.den.errors import InvalidInput
-from runhouse.den.models import Heartbeat, Resource, ResourceVersion, Share, Token, UsageEvent, User
-from runhouse.den.names import Level, parse_uri
+from runhouse.den.models import Heartbeat, Resource, ResourceVersion, Share, Token, UsageHour, User
+from runhouse.den.names import Level
 
-Scope = Literal["all", "mine", "shared", "public"]
 Q = TypeVar("Q", bound=Select)
+Scope = Literal["all", "mine", "shared", "public"]
 SCOPES: tuple[str, ...] = ("all", "mine", "shared", "public")
 PAGE_SIZE = 50
-
-
-def level(user_id: int, owner_id: int, visibility: str, share: str | None) -> Level:
-    """The access ``user_id`` has to a resource: the rule of ``registry.access_level``."""
-    if owner_id == user_id:
-        return "write"
-    if share is not None:
-        return "none" if share == "denied" else share  # type: ignore[return-value]
-    return "read" if visibility in ("unlisted", "public") else "none"
-
-
-def _listed(caller: Caller, scope: str) -> ColumnElement[bool]:
-    mine = Resource.owner_id == caller.user_id
-    shared = and_(Resource.owner_id != caller.user_id, Share.access_level.in_(("read", "write")))
-    public = and_(
-        Resource.owner_id != caller.user_id,
-        Resource.visibility == "public",
-        or_(Share.access_level.is_(None), Share.access_level != "denied"),
-    )
-    return {"mine": mine, "shared": shared, "public": public}.get(scope, or_(mine, shared, public))
+_EPOCH = datetime(1970, 1, 1)
 
 
 def _visible(query: Q, caller: Caller, scope: str) -> Q:
-    return (
-        query.join(User, Resource.owner_id == User.id)
-        .outerjoin(Share, and_(Share.resource_id == Resource.id, Share.user_id == caller.user_id))
-        .where(_listed(caller, scope))
-    )
+    """What the caller may list (``registry.readable_resources``), narrowed to one ``scope``."""
+    listed = registry.readable_resources(query, caller.user_id)
+    others = Resource.owner_id != caller.user_id
+    if scope == "mine":
+        return listed.where(Resource.owner_id == caller.user_id)
+    if scope == "shared":
+        return listed.where(others, Share.access_level.in_(("read", "write")))
+    if scope == "public":
+        return listed.where(others, Resource.visibility == "public")
+    return listed
 
 
 @dataclass(frozen=True)
@@ -104,7 +89,9 @@ def resources(
         query = query.where(func.lower(Resource.name).like(f"%{escaped}%", escape="\\"))
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = [
-        Row(owner, name, rtype, vis, version, updated, level(caller.user_id, owner_id, vis, share))
+        Row(
+            owner, name, rtype, vis, version, updated, registry.level_of(caller.user_id, owner_id, vis, share)
+        )
         for owner, name, rtype, vis, version, updated, owner_id, share in session.execute(
             query.order_by(User.username, Resource.name).offset(offset).limit(limit)
         ).tuples()
@@ -197,34 +184,17 @@ def tokens(session: Session, caller: Caller) -> list[Token]:
     return list(session.execute(query).scalars())
 
 
-def readable_clusters(session: Session, caller: Caller, uris: Iterable[str]) -> set[str]:
-    """Which of these cluster URIs the caller may see the usage of: their own namespace, or a saved
-    cluster they can read (the rule of ``GET /v1/usage``), in one query."""
-    readable: set[str] = set()
-    wanted: dict[tuple[str, str], str] = {}
-    for cluster in uris:
-        try:
-            owner, name = parse_uri(cluster)
-        except InvalidInput:
-            continue
-        if owner == caller.username:
-            readable.add(cluster)
-        else:
-            wanted[(owner, name)] = cluster
-    if not wanted:
-        return readable
-    query = (
-        select(User.username, Resource.name, Resource.owner_id, Resource.visibility, Share.access_level)
-        .select_from(Resource)
-        .join(User, Resource.owner_id == User.id)
-        .outerjoin(Share, and_(Share.resource_id == Resource.id, Share.user_id == caller.user_id))
-        .where(User.username.in_({o for o, _ in wanted}), Resource.name.in_({n for _, n in wanted}))
+def _readable_usage(caller: Caller) -> ColumnElement[bool]:
+    """Usage rows of clusters the caller may read (the rule of ``GET /v1/usage``): in their own
+    namespace, or a saved resource they can read (listed or not)."""
+    uris = registry.readable_resources(
+        select(literal("/") + User.username + "/" + Resource.name).select_from(Resource),
+        caller.user_id,
+        listed=False,
     )
-    for owner, name, owner_id, vis, share in session.execute(query).tuples():
-        found = wanted.get((owner, name))
-        if found and level(caller.user_id, owner_id, vis, share) != "none":
-            readable.add(found)
-    return readable
+    return or_(
+        UsageHour.cluster.startswith(f"/{caller.username}/", autoescape=True), UsageHour.cluster.in_(uris)
+    )
 
 
 @dataclass(frozen=True)
@@ -243,12 +213,6 @@ class Window:
         return [self.start + self.step * i for i in range(self.buckets)]
 
 
-def _epoch(session: Session, column: Any) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", column)
-    return func.cast(func.strftime("%s", column), UsageEvent.count.type)
-
-
 MAX_TABLE_ROWS = 200
 
 
@@ -261,31 +225,43 @@ class Usage:
     rows: int  # rows the table would have before :data:`MAX_TABLE_ROWS`
 
 
+def _hours(
+    caller: Caller, window: Window, cluster: str | None
+) -> tuple[ColumnElement[Any], ColumnElement[bool]]:
+    """The bucket of a ``usage_hours`` row, and the filter to the caller's rows in ``window``."""
+    start_h, step_h = (int(t.total_seconds()) // 3600 for t in (window.start - _EPOCH, window.step))
+    if (
+        start_h * 3600 != (window.start - _EPOCH).total_seconds()
+        or step_h * 3600 != window.step.total_seconds()
+    ):
+        raise ValueError(f"usage is summed per hour; {window} is not cut in whole hours")
+    wanted = and_(
+        UsageHour.hour >= start_h,
+        UsageHour.hour < start_h + step_h * window.buckets,
+        _readable_usage(caller),
+    )
+    if cluster is not None:
+        wanted = and_(wanted, UsageHour.cluster == cluster)
+    return (UsageHour.hour - start_h) // step_h, wanted
+
+
 def usage(session: Session, caller: Caller, window: Window, by: str, cluster: str | None = None) -> Usage:
     """Usage the caller may see in ``window``, per bucket for charts (``by`` ``user`` or
-    ``cluster``) and summed per user or cluster and kind for the table (the busiest rows)."""
-    in_window = and_(UsageEvent.at >= window.start, UsageEvent.at < window.end)
-    if cluster is not None:
-        in_window = and_(in_window, UsageEvent.cluster == cluster)
-    seen = session.execute(select(UsageEvent.cluster).where(in_window).distinct()).scalars()
-    allowed = readable_clusters(session, caller, seen)
-    if not allowed:
-        return Usage({}, [], 0)
-    step_s = window.step.total_seconds()
-    start_s = (window.start - datetime(1970, 1, 1)).total_seconds()
-    bucket = func.floor((_epoch(session, UsageEvent.at) - literal(start_s)) / literal(step_s))
-    key = UsageEvent.username if by == "user" else UsageEvent.cluster
+    ``cluster``) and summed per user or cluster and kind for the table (the busiest rows), from the
+    hourly sums."""
+    bucket, wanted = _hours(caller, window, cluster)
+    key = UsageHour.username if by == "user" else UsageHour.cluster
     grouped = (
         select(
-            UsageEvent.kind,
+            UsageHour.kind,
             key,
             bucket,
-            func.sum(UsageEvent.count),
-            func.min(UsageEvent.at),
-            func.max(UsageEvent.at),
+            func.sum(UsageHour.count),
+            func.min(UsageHour.first_at),
+            func.max(UsageHour.last_at),
         )
-        .where(in_window, UsageEvent.cluster.in_(sorted(allowed)))
-        .group_by(UsageEvent.kind, key, bucket)
+        .where(wanted)
+        .group_by(UsageHour.kind, key, bucket)
     )
     series: dict[tuple[str, str], list[int]] = {}
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
@@ -302,22 +278,10 @@ def usage(session: Session, caller: Caller, window: Window, by: str, cluster: st
 
 
 def usage_rows(session: Session, caller: Caller, window: Window) -> Iterable[tuple[str, str, str, str, int]]:
-    """For the CSV export: (bucket start, user, cluster, kind, count), oldest first."""
-    in_window = and_(UsageEvent.at >= window.start, UsageEvent.at < window.end)
-    seen = session.execute(select(UsageEvent.cluster).where(in_window).distinct()).scalars()
-    allowed = readable_clusters(session, caller, seen)
-    if not allowed:
-        return []
-    step_s = window.step.total_seconds()
-    start_s = (window.start - datetime(1970, 1, 1)).total_seconds()
-    bucket = func.floor((_epoch(session, UsageEvent.at) - literal(start_s)) / literal(step_s))
-    keys = (bucket, UsageEvent.username, UsageEvent.cluster, UsageEvent.kind)
-    query = (
-        select(*keys, func.sum(UsageEvent.count))
-        .where(in_window, UsageEvent.cluster.in_(sorted(allowed)))
-        .group_by(*keys)
-        .order_by(*keys)
-    )
+    """For the CSV export: (bucket start, user, cluster, kind, count), oldest first, from the hourly sums."""
+    bucket, wanted = _hours(caller, window, None)
+    keys = (bucket, UsageHour.username, UsageHour.cluster, UsageHour.kind)
+    query = select(*keys, func.sum(UsageHour.count)).where(wanted).group_by(*keys).order_by(*keys)
     starts = window.bucket_starts()
     return [
         (starts[min(max(int(i), 0), window.buckets - 1)].isoformat() + "Z", u, c, k, int(n))
