@@ -46,7 +46,7 @@ def _allow_open_files(connections: int) -> None:
     """Raise the open-file limit so that the connection cap, not EMFILE, is what new clients meet
     (a refused accept would shut out ``GET /check`` too)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = connections + 256  # workers' sockets, logs, the listening socket
+    want = connections + 4096  # workers' channels (one socket each), logs, the listening socket
     if soft != resource.RLIM_INFINITY and soft < want:
         target = want if hard == resource.RLIM_INFINITY else min(want, hard)
         if target > soft:
