@@ -66,11 +66,6 @@ class Cluster(Resource):
         hosts = [host] if isinstance(host, str) else list(host)
         if not hosts:
             raise ConfigError("a cluster needs at least one host")
-        if len(hosts) > 1:
-            raise ConfigError(
-                f"multi-node clusters are not supported yet: host= names {len(hosts)} hosts "
-                f"({', '.join(map(str, hosts))}); give one host"
-            )
         if server_connection_type not in CONNECTION_TYPES:
             raise ConfigError(f"server_connection_type must be one of {', '.join(CONNECTION_TYPES)}")
         self.hosts = hosts
@@ -95,6 +90,10 @@ class Cluster(Resource):
         """The kind of this cluster. A new kind is a new :class:`DaemonHost`, returned here (or by a
         subclass overriding this); nothing else in the class changes."""
         spec = self._daemon_spec()
+        if len(self.hosts) > 1:  # the first host runs the daemon and the Ray head, the others join
+            from runhouse.compute.raycluster import RayClusterDaemon
+
+            return RayClusterDaemon(spec)
         if self.is_local():
             return LocalDaemon(spec)
         return RemoteDaemon.from_spec(spec)
@@ -247,8 +246,13 @@ class Cluster(Resource):
     def status(self) -> dict[str, Any]:
         """The daemon's state: ours (``workers``, ``calls_served``...) and the original's fields
         (``cluster_config``, ``runhouse_version``, ``server_pid``, ``env_servlet_processes`` with CPU
-        and memory per env)."""
-        return self.client.status()
+        and memory per env); on a multi-node cluster, ``nodes``: each Ray node's ``address``,
+        ``cpus``, ``memory``, ``gpus`` and ``alive``."""
+        status = self.client.status()
+        nodes = getattr(self._daemon, "nodes", None)  # kinds with more than one node list them
+        if callable(nodes):
+            status["nodes"] = nodes()
+        return status
 
     # -- where it is ------------------------------------------------------------------------------
     @property

@@ -133,18 +133,24 @@ def test_config_round_trip():
     assert isinstance(again, rh.Cluster) and again.config() == c.config()
 
 
-def test_more_than_one_host_is_refused_until_multi_node_works():
+def test_multi_node_refuses_what_it_does_not_support_yet():
     creds = {"ssh_user": "me", "password": "pw"}
     trio = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-    with pytest.raises(
-        ConfigError, match=r"multi-node clusters are not supported yet: .*10\.0\.0\.3.*give one host"
-    ):
-        rh.cluster(name="trio", host=trio, ssh_creds=creds)
-    with pytest.raises(ConfigError, match="multi-node clusters are not supported yet"):
-        rh.cluster(name="trio", ips=trio, ssh_creds=creds)
+    made = rh.cluster(name="trio", host=trio, ssh_creds=creds)  # the Ray kind; nothing connects yet
+    assert type(made._daemon).__name__ == "RayClusterDaemon"
+    assert made.ips == trio and made.server_address == "localhost"
+    assert type(rh.cluster(name="trio", ips=trio, ssh_creds=creds)._daemon).__name__ == "RayClusterDaemon"
     one = rh.cluster(name="solo", host=trio[:1], ssh_creds=creds)
-    with pytest.raises(ConfigError, match="multi-node clusters are not supported yet"):
-        rh.Resource.from_config({**one.config(), "host": trio})  # a saved config is refused as well
+    again = rh.Resource.from_config({**one.config(), "host": trio})  # a saved config too
+    assert type(again._daemon).__name__ == "RayClusterDaemon"
+    with pytest.raises(
+        ConfigError, match=r"server_connection_type='none' is not supported yet on multi-node"
+    ):
+        rh.cluster(name="trio", host=trio, ssh_creds=creds, server_connection_type="none")
+    with pytest.raises(ConfigError, match="autostop_mins is not supported yet on multi-node"):
+        rh.cluster(name="trio", host=trio, ssh_creds=creds, autostop_mins=5)
+    with pytest.raises(ConfigError, match="localhost names this machine"):
+        rh.cluster(name="trio", host=["localhost", *trio], ssh_creds=creds)
 
 
 # -- kinds: Cluster holds one DaemonHost and never asks which kind it is ----------------------------
