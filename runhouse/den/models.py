@@ -4,7 +4,8 @@ The schema itself is created and changed only by the Alembic migrations in ``mig
 classes must match them (a test compares the two). Times are naive UTC (``utc_now``) so SQLite and
 PostgreSQL store and compare them the same way. Configs and statuses are JSON text written by Den
 itself; secret values are only ever stored as Fernet ciphertext (``SecretValue``), tokens only as
-SHA-256 hex (``Token.token_hash``).
+SHA-256 hex (``Token.token_hash``), dashboard sessions only by the SHA-256 of their id
+(``DashboardSession.id_hash``).
 """
 
 from __future__ import annotations
@@ -157,3 +158,20 @@ class UsageHour(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     first_at: Mapped[datetime] = mapped_column(DateTime)
     last_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DashboardSession(Base):
+    """A browser signed in to the dashboard (see :mod:`runhouse.den.dashboard.sessions`).
+
+    Keyed by the SHA-256 hex of the session id the cookie holds, never the id itself; ``token_id``
+    is the id (not the secret) of the user token signed in with, so revoking it ends the session."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

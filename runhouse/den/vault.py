@@ -8,6 +8,8 @@ database holds only ciphertext.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -37,6 +39,7 @@ class Vault:
     def __init__(self, key: bytes | str) -> None:
         try:
             self._fernet = Fernet(key)
+            self._key = key.encode("ascii") if isinstance(key, str) else bytes(key)
         except (ValueError, TypeError) as e:
             raise ConfigError(
                 "the Den secret key must be a Fernet key (32 bytes, url-safe base64); make one with "
@@ -50,6 +53,12 @@ class Vault:
             return cls(key)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(_key_from_file(data_dir / KEY_FILE))
+
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (HMAC-SHA256 of it under this vault's key): every Den with
+        the same key file or ``RH_DEN_SECRET_KEY`` derives the same one, and it reveals nothing of
+        the vault key itself. The dashboard signs its cookies with one."""
+        return hmac.new(self._key, b"runhouse-den subkey:" + purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, values: dict[str, str]) -> str:
         return self._fernet.encrypt(json.dumps(values, sort_keys=True).encode()).decode("ascii")

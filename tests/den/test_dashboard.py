@@ -6,22 +6,27 @@ The same flows in a real browser are in ``test_dashboard_browser.py``."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 import httpx
 import pytest
-from denserver import DenServer, unique_name
-from sqlalchemy import create_engine, select
+from alembic import command
+from alembic.config import Config
+from denserver import DenServer, postgres_url, start_den, unique_name
+from sqlalchemy import create_engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from runhouse.den import registry
 from runhouse.den.dashboard.observe import state
-from runhouse.den.models import Base, Resource, Share, User
+from runhouse.den.db import MIGRATIONS_DIR
+from runhouse.den.models import Base, DashboardSession, Resource, Share, Token, User, utc_now
 
 
 class Person(Protocol):  # conftest's ``people`` fixture makes these
@@ -412,3 +417,123 @@ def test_the_access_rule_in_sql_is_the_rule_in_python() -> None:
         }
         assert found(listed=True) == listed and listed < found(listed=False)
     engine.dispose()
+
+
+def _session_rows(den: DenServer, cookie: str) -> list[DashboardSession]:
+    engine = create_engine(den.db_url)
+    try:
+        with Session(engine) as db:
+            key = hashlib.sha256(cookie.rsplit(".", 1)[0].encode()).hexdigest()
+            return list(db.scalars(select(DashboardSession).where(DashboardSession.id_hash == key)))
+    finally:
+        engine.dispose()
+
+
+def _signed_in(den: DenServer, cookie: str) -> bool:
+    reply = httpx.get(
+        f"{den.url}/dashboard/resources", cookies={"rhd_session": cookie}, follow_redirects=False
+    )
+    assert reply.status_code in (200, 303), reply.text
+    return reply.status_code == 200
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_session_survives_a_den_restart_and_is_stored_only_by_hash(database: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "den"
+    den = start_den(data_dir, postgres_url() if database == "postgresql" else None)
+    try:
+        name = unique_name("alice")
+        b = Browser(den)
+        assert b.sign_in(den.add_user(name)).status_code == 200
+        cookie, csrf = b.http.cookies["rhd_session"], b.csrf
+        session_id = cookie.rsplit(".", 1)[0]
+        (row,) = _session_rows(den, cookie)
+        assert row.created_at <= row.last_seen_at < row.expires_at and row.token_id
+        stored = den.stored_text()
+        assert session_id not in stored and cookie not in stored
+        assert hashlib.sha256(session_id.encode()).hexdigest() in stored
+        b.http.close()
+        den.stop()
+        den = start_den(data_dir, den.db_url)  # same data dir (key file) and database, a new process
+        with httpx.Client(base_url=den.url, cookies={"rhd_session": cookie}, follow_redirects=True) as again:
+            page = again.get("/dashboard/resources")
+            assert page.status_code == 200 and name in page.text and _csrf(page.text) == csrf
+            assert again.post("/dashboard/logout", data={"csrf": csrf}).status_code == 200
+        assert not _signed_in(den, cookie) and _session_rows(den, cookie) == []
+    finally:
+        den.stop()
+
+
+def test_revoking_the_sign_in_token_ends_its_sessions(
+    den: DenServer, people: Callable[[str], Person]
+) -> None:
+    alice = people("alice")
+    token_id = alice.http.get("/v1/tokens").json()[0]["id"]
+    b1, b2 = Browser(den), Browser(den)
+    assert b1.sign_in(alice.token).status_code == 200 and b2.sign_in(alice.token).status_code == 200
+    first, second = b1.http.cookies["rhd_session"], b2.http.cookies["rhd_session"]
+    assert _signed_in(den, first) and _signed_in(den, second)
+    assert alice.http.delete(f"/v1/tokens/{token_id}").status_code == 200
+    assert not _signed_in(den, first) and not _signed_in(den, second)
+    assert _session_rows(den, first) == [] and _session_rows(den, second) == []  # refused rows are deleted
+
+
+def test_expired_sessions_are_refused_and_swept(den: DenServer, people: Callable[[str], Person]) -> None:
+    alice = people("alice")
+    b = Browser(den)
+    assert b.sign_in(alice.token).status_code == 200
+    cookie = b.http.cookies["rhd_session"]
+    (row,) = _session_rows(den, cookie)
+    past = utc_now() - timedelta(seconds=1)
+    engine = create_engine(den.db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(DashboardSession)
+                .where(DashboardSession.id_hash == row.id_hash)
+                .values(expires_at=past)
+            )
+            stale = {**{c: getattr(row, c) for c in ("user_id", "token_id", "csrf", "created_at")},
+                     "id_hash": "0" * 64, "last_seen_at": past, "expires_at": past}  # fmt: skip
+            conn.execute(insert(DashboardSession.__table__), [stale])
+        assert not _signed_in(den, cookie) and _session_rows(den, cookie) == []
+        assert Browser(den).sign_in(alice.token).status_code == 200  # opening a session sweeps expired rows
+        with engine.connect() as conn:
+            assert (
+                conn.scalar(select(DashboardSession.id_hash).where(DashboardSession.id_hash == "0" * 64))
+                is None
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_migration_0003_adds_dashboard_sessions_to_a_0002_database(database: str, tmp_path: Path) -> None:
+    url = postgres_url() if database == "postgresql" else f"sqlite:///{tmp_path / 'old.sqlite'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = create_engine(url)
+    now = utc_now()
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0002")
+            user_id = conn.execute(insert(User).values(username="ann", created_at=now)).inserted_primary_key[
+                0
+            ]
+            conn.execute(insert(Token).values(id="t1", user_id=user_id, name=None, token_hash="a" * 64,
+                                              scope="user", created_at=now, expires_at=None, revoked=False))  # fmt: skip
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            row = {"id_hash": "b" * 64, "user_id": user_id, "token_id": "t1", "csrf": "c", "created_at": now,
+                   "last_seen_at": now, "expires_at": now + timedelta(hours=1)}  # fmt: skip
+            conn.execute(insert(DashboardSession.__table__), [row])
+        with engine.begin() as conn:
+            assert conn.execute(select(DashboardSession.token_id, DashboardSession.user_id)).one() == (
+                "t1",
+                user_id,
+            )
+            conn.execute(delete(DashboardSession))
+    finally:
+        engine.dispose()

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from runhouse.den.dashboard import observe, pages
+from runhouse.den.dashboard.sessions import KEY_PURPOSE
 from runhouse.den.dashboard.web import HERE, PREFIX, BadCsrf, SignIn, Web
 from runhouse.den.db import Database
 from runhouse.den.errors import DenError
@@ -40,7 +41,7 @@ def _route_class(web: Web) -> type[APIRoute]:
                 try:
                     return await handler(request)
                 except (SignIn, BadCsrf, DenError) as e:
-                    return web.error(request, e)
+                    return await web.error(request, e)
 
             return guarded
 
@@ -48,8 +49,9 @@ def _route_class(web: Web) -> type[APIRoute]:
 
 
 def mount(app: FastAPI, db: Database) -> Web:
-    """Serve the dashboard for ``db`` on ``app`` under ``/dashboard``."""
-    web = Web(db)
+    """Serve the dashboard for ``db`` on ``app`` under ``/dashboard``, signing its cookies with a
+    key derived from ``app.state.vault``'s (the same on every Den with the same secret key)."""
+    web = Web(db, app.state.vault.subkey(KEY_PURPOSE))
     router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=_route_class(web))
     pages.add_routes(router, web)
     observe.add_routes(router, web)

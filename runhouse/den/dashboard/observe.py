@@ -134,7 +134,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.get("/clusters")
     async def clusters(request: Request, offset: str | None = None) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         start = int(offset) if offset and offset.isdigit() and len(offset) < 9 else 0
         rows, total = await web.read(session, lambda db, caller: queries.clusters(db, caller, start))
         views = [view(r.owner, r.name, r.visibility, r.status, r.last_seen) for r in rows]
@@ -143,7 +143,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.get("/clusters/{owner}/{name}")
     async def cluster(request: Request, owner: str, name: str) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
 
         def read(db: DbSession, caller: Caller) -> dict[str, Any]:
             resource = registry.require_resource(db, owner, name)
@@ -159,7 +159,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.get("/usage")
     async def usage(request: Request, range: str = "7d", by: str = "user", cluster: str = "") -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         range_name = range if range in RANGES else "7d"
         by = by if by in ("user", "cluster") else "user"
         chosen = _cluster_arg(cluster)
@@ -169,7 +169,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.get("/usage.csv")
     async def usage_csv(request: Request, range: str = "7d") -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         range_name = range if range in RANGES else "7d"
         rows = await web.read(
             session, lambda db, caller: list(queries.usage_rows(db, caller, window(range_name)))

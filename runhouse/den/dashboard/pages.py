@@ -14,7 +14,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy import delete
 from sqlalchemy.orm import Session as DbSession
+from starlette.concurrency import run_in_threadpool
 
 from runhouse.den import auth, registry
 from runhouse.den.auth import Caller
@@ -23,7 +25,7 @@ from runhouse.den.dashboard.sessions import COOKIE, LOGIN_COOKIE, SESSION_TTL_S
 from runhouse.den.dashboard.web import PREFIX, BadCsrf, Web, redirect
 from runhouse.den.errors import Forbidden, InvalidInput, NotFound
 from runhouse.den.limits import shown
-from runhouse.den.models import Token
+from runhouse.den.models import DashboardSession, Token
 from runhouse.den.names import VISIBILITIES, check_visibility, uri
 
 MAX_DIFF_LINES = 2000
@@ -132,7 +134,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
             page.set_cookie(LOGIN_COOKIE, cookie, max_age=3600, path=PREFIX, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")  # fmt: skip
             return page
-        cookie, _ = web.sessions.open(user_id, username, token_id)
+        cookie, _ = await run_in_threadpool(web.sessions.open, user_id, username, token_id)
         response = redirect(_next(fields.get("next")))
         response.set_cookie(COOKIE, cookie, max_age=SESSION_TTL_S, path=PREFIX, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")  # fmt: skip
@@ -141,9 +143,9 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         await web.form(request, session)
-        web.sessions.close(request.cookies.get(COOKIE))
+        await run_in_threadpool(web.sessions.close, request.cookies.get(COOKIE))
         response = redirect(PREFIX + "/login")
         response.delete_cookie(COOKIE, path=PREFIX)
         return response
@@ -157,7 +159,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
     async def resources(
         request: Request, scope: str = "all", type: str = "", q: str = "", offset: str | None = None
     ) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         scope = scope if scope in queries.SCOPES else "all"
         start = _offset(offset)
 
@@ -179,14 +181,14 @@ def add_routes(router: APIRouter, web: Web) -> None:
     @router.get("/resources/{owner}/{name}")
     async def resource(request: Request, owner: str, name: str, a: str | None = None, b: str | None = None,
                        done: str | None = None) -> Response:  # fmt: skip
-        session = web.session(request)
+        session = await web.session(request)
         old, new = _version_arg(a), _version_arg(b)
         data = await web.read(session, lambda db, caller: _resource_page(db, caller, owner, name, old, new))
         return web.page(request, session, "resource.html", {**data, "done": DONE.get(done or "")})
 
     @router.post("/resources/{owner}/{name}/share")
     async def share(request: Request, owner: str, name: str) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         fields = await web.form(request, session)
         username, access = fields.get("username", "").strip(), fields.get("access_level", "")
         if access not in ("read", "write", "denied"):
@@ -196,28 +198,28 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.post("/resources/{owner}/{name}/revoke")
     async def revoke(request: Request, owner: str, name: str) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         username = (await web.form(request, session)).get("username", "")
         await web.write(session, lambda db, caller: registry.unshare(db, caller, owner, name, username))
         return redirect(f"{PREFIX}/resources/{owner}/{name}?done=revoked")
 
     @router.post("/resources/{owner}/{name}/visibility")
     async def visibility(request: Request, owner: str, name: str) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         chosen = check_visibility((await web.form(request, session)).get("visibility", ""))
         await web.write(session, lambda db, caller: registry.set_visibility(db, caller, owner, name, chosen))
         return redirect(f"{PREFIX}/resources/{owner}/{name}?done=visibility")
 
     @router.get("/secrets")
     async def secrets(request: Request, offset: str | None = None) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         start = _offset(offset)
         rows, total = await web.read(session, lambda db, caller: queries.secrets(db, caller, start))
         context = {"rows": rows, "total": total, "offset": start, "size": queries.PAGE_SIZE}
         return web.page(request, session, "secrets.html", context)
 
     async def tokens_page(request: Request, created: tuple[Token, str] | None, done: str | None) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         rows = await web.read(session, queries.tokens)
         context = {
             "tokens": rows,
@@ -233,7 +235,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.post("/tokens")
     async def create_token(request: Request) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         fields = await web.form(request, session)
         name = fields.get("name", "").strip()[:128] or None
         days = fields.get("expires_days", "").strip()
@@ -249,7 +251,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
 
     @router.post("/tokens/{token_id}/revoke")
     async def revoke_token(request: Request, token_id: str) -> Response:
-        session = web.session(request)
+        session = await web.session(request)
         await web.form(request, session)
 
         def work(db: DbSession, caller: Caller) -> None:
@@ -257,6 +259,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
             if row is None or row.user_id != caller.user_id:
                 raise NotFound(f"you ({caller.username}) have no token with id {shown(token_id)}")
             row.revoked = True
+            db.execute(delete(DashboardSession).where(DashboardSession.token_id == row.id))
 
         await web.write(session, work)
         return redirect(f"{PREFIX}/tokens?done=token-revoked")

@@ -2,14 +2,18 @@
 
 Signing in with a Den user token opens a session: the browser gets a cookie holding a random
 session id (256 bits) with an HMAC of it, ``HttpOnly`` (scripts cannot read it) and
-``SameSite=Strict`` (other sites cannot make the browser send it). Den keeps only the SHA-256 of
-the id, mapped to the user and to the *id* of the token they signed in with (never the token
-itself), so revoking that token ends the session too. Each session has its own CSRF token, put in
-a hidden field of every form and checked on every POST; the sign-in form itself is protected the
-same way by a short-lived pre-session cookie.
+``SameSite=Strict`` (other sites cannot make the browser send it). Den keeps sessions in its
+database (``dashboard_sessions``), by the SHA-256 of the id only, with the user, the *id* of the
+token they signed in with (never the token itself), the session's CSRF token and its times. Each
+request reads the row and the token: an unknown, expired or signed-out session, or one whose token
+is revoked or expired, is refused (and its row deleted); expired rows are also swept whenever a
+session opens. Each session has its own CSRF token, put in a hidden field of every form and checked
+on every POST; the sign-in form itself is protected the same way by a short-lived pre-session cookie.
 
-Sessions live in this Den process's memory: ``runhouse den start`` serves Den from one process, a
-restart signs everyone out, and a session lasts at most :data:`SESSION_TTL_S`.
+Cookies are signed with a key derived from the vault's (:meth:`runhouse.den.vault.Vault.subkey`:
+``RH_DEN_SECRET_KEY`` or ``secret.key`` in the data dir), so every Den process on the same data dir
+and database signs alike and a restart keeps everyone signed in. A session lasts at most
+:data:`SESSION_TTL_S`.
 """
 
 from __future__ import annotations
@@ -17,15 +21,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from runhouse.den.auth import USER_SCOPE
+from runhouse.den.db import Database
+from runhouse.den.models import DashboardSession, Token, User, utc_now
 
 COOKIE = "rhd_session"
 LOGIN_COOKIE = "rhd_login"
 SESSION_TTL_S = 12 * 3600
 LOGIN_TTL_S = 3600
-MAX_SESSIONS = 10_000
+SEEN_EVERY_S = 60  # last_seen_at is written at most this often per session
+KEY_PURPOSE = "dashboard-cookies"
 
 
 @dataclass(frozen=True)
@@ -36,57 +48,102 @@ class Session:
     username: str
     token_id: str
     csrf: str
-    expires: float
+    expires: datetime
+
+
+def _token_live(token: Token | None, now: datetime) -> bool:
+    return (
+        token is not None
+        and not token.revoked
+        and token.scope == USER_SCOPE
+        and (token.expires_at is None or token.expires_at > now)
+    )
 
 
 class SessionStore:
-    """Open sessions by the hash of their id, and the cookie codec (HMAC with a per-process key)."""
+    """Sessions in the database by the hash of their id, and the cookie codec (HMAC with ``key``).
 
-    def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+    Its methods do blocking database work: call them from a worker thread."""
+
+    def __init__(self, db: Database, key: bytes) -> None:
+        self._db = db
+        self._key = key
 
     def _sign(self, value: str) -> str:
         return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
 
     def _unsign(self, cookie: str | None) -> str | None:
-        if not cookie or "." not in cookie:
+        if not cookie or "." not in cookie or len(cookie) > 512:
             return None
         value, signature = cookie.rsplit(".", 1)
         return value if hmac.compare_digest(self._sign(value), signature) else None
 
     def open(self, user_id: int, username: str, token_id: str) -> tuple[str, Session]:
-        """A new session; returns the cookie value and the session."""
+        """A new session (stored); returns the cookie value and the session. Sweeps expired rows."""
         session_id = secrets.token_urlsafe(32)
-        session = Session(user_id, username, token_id, secrets.token_urlsafe(32), time.time() + SESSION_TTL_S)
-        with self._lock:
-            self._drop_expired()
-            self._sessions[_digest(session_id)] = session
+        now = utc_now()
+        expires = now + timedelta(seconds=SESSION_TTL_S)
+        session = Session(user_id, username, token_id, secrets.token_urlsafe(32), expires)
+
+        def work(db: DbSession) -> None:
+            db.execute(delete(DashboardSession).where(DashboardSession.expires_at <= now))
+            db.add(
+                DashboardSession(
+                    id_hash=_digest(session_id),
+                    user_id=user_id,
+                    token_id=token_id,
+                    csrf=session.csrf,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=expires,
+                )
+            )
+
+        self._db.write(work)
         return f"{session_id}.{self._sign(session_id)}", session
 
     def get(self, cookie: str | None) -> Session | None:
+        """The live session the cookie names, or None. Refused (and deleted): unknown, expired, or
+        its sign-in token revoked or expired."""
         session_id = self._unsign(cookie)
         if session_id is None:
             return None
-        with self._lock:
-            session = self._sessions.get(_digest(session_id))
-        return session if session is not None and session.expires > time.time() else None
+        key = _digest(session_id)
+        now = utc_now()
+        with self._db.read() as db:
+            found = db.execute(
+                select(DashboardSession, User.username, Token)
+                .join(User, User.id == DashboardSession.user_id)
+                .outerjoin(Token, Token.id == DashboardSession.token_id)
+                .where(DashboardSession.id_hash == key)
+            ).one_or_none()
+            if found is None:
+                return None
+            row, username, token = found
+            live = row.expires_at > now and _token_live(token, now)
+            session = Session(row.user_id, username, row.token_id, row.csrf, row.expires_at)
+            stale = (now - row.last_seen_at).total_seconds() >= SEEN_EVERY_S
+        if not live:
+            self._db.write(
+                lambda db: db.execute(delete(DashboardSession).where(DashboardSession.id_hash == key))
+            )
+            return None
+        if stale:
+            self._db.write(
+                lambda db: db.execute(
+                    update(DashboardSession).where(DashboardSession.id_hash == key).values(last_seen_at=now)
+                )
+            )
+        return session
 
     def close(self, cookie: str | None) -> None:
+        """Sign out: delete the cookie's session row."""
         session_id = self._unsign(cookie)
         if session_id is not None:
-            with self._lock:
-                self._sessions.pop(_digest(session_id), None)
-
-    def _drop_expired(self) -> None:
-        now = time.time()
-        if len(self._sessions) >= MAX_SESSIONS:
-            for key in [k for k, s in self._sessions.items() if s.expires <= now]:
-                del self._sessions[key]
-        if len(self._sessions) >= MAX_SESSIONS:  # still full: the oldest go first
-            for key in sorted(self._sessions, key=lambda k: self._sessions[k].expires)[: MAX_SESSIONS // 10]:
-                del self._sessions[key]
+            key = _digest(session_id)
+            self._db.write(
+                lambda db: db.execute(delete(DashboardSession).where(DashboardSession.id_hash == key))
+            )
 
     def login_nonce(self) -> tuple[str, str]:
         """For the sign-in form: a pre-session cookie value and the CSRF token that matches it."""

@@ -65,9 +65,9 @@ def _environment() -> Environment:
 class Web:
     """The dashboard's state: the database, open sessions and the template environment."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, key: bytes) -> None:
         self.db = db
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(db, key)
         self.env = _environment()
 
     def html(self, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
@@ -85,8 +85,9 @@ class Web:
         }
         return self.html(name, {**base, **context}, status)
 
-    def session(self, request: Request) -> Session:
-        found = self.sessions.get(request.cookies.get(COOKIE))
+    async def session(self, request: Request) -> Session:
+        """The request's live session (read from the database); :class:`SignIn` if it has none."""
+        found = await run_in_threadpool(self.sessions.get, request.cookies.get(COOKIE))
         if found is None:
             raise SignIn
         return found
@@ -128,7 +129,7 @@ class Web:
             raise BadCsrf
         return fields
 
-    def error(self, request: Request, exc: Exception) -> Response:
+    async def error(self, request: Request, exc: Exception) -> Response:
         """The reply for an exception a page raised."""
         if isinstance(exc, SignIn):
             target = request.url.path if request.method == "GET" else PREFIX + "/"
@@ -137,7 +138,7 @@ class Web:
             response = RedirectResponse(f"{PREFIX}/login?next={quote(target, safe='')}", status_code=303)
             response.delete_cookie(COOKIE, path=PREFIX)
             return response
-        session = self.sessions.get(request.cookies.get(COOKIE))
+        session = await run_in_threadpool(self.sessions.get, request.cookies.get(COOKIE))
         if isinstance(exc, BadCsrf):
             message = "This form is out of date or did not come from this dashboard (missing CSRF token). Reload the page and try again."
             return self.page(request, session, "error.html", {"status": 403, "message": message}, 403)
