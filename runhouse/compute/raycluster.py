@@ -22,7 +22,6 @@ Ray running on every host) and a host list naming this machine.
 
 from __future__ import annotations
 
-import concurrent.futures
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +30,10 @@ from typing import Any, TypeVar
 from runhouse.client.transport import Endpoint
 from runhouse.compute import bootstrap
 from runhouse.compute.daemon import DaemonHost, DaemonSpec, DenIdentity, ThroughDaemon
-from runhouse.compute.raynodes import RayHost, RayNode, RayNodes, RayOptions
+from runhouse.compute.raynodes import RayHost, RayNode, RayNodes, RayOptions, on_every_host
 from runhouse.compute.remote import RemoteDaemon
 from runhouse.compute.ssh import pool_for
-from runhouse.exceptions import ConfigError, SSHError
+from runhouse.exceptions import ConfigError
 
 T = TypeVar("T")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -46,7 +45,10 @@ RAY_OPTIONS = RayOptions()
 
 def _say(prefix: str) -> Callable[[str], None]:
     def progress(message: str) -> None:
-        print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
+        # one write per line: print() writes the text and its newline apart, and the lines of hosts
+        # working in parallel threads could then run into each other
+        sys.stderr.write(f"[{prefix}] {message}\n")
+        sys.stderr.flush()
 
     return progress
 
@@ -175,19 +177,7 @@ class RayClusterDaemon(DaemonHost):
     # -- every host at once ---------------------------------------------------------------------------
     def _each(self, hosts: list[str], work: Callable[[str], T], step: str) -> list[T]:
         """``work`` on every host at once; every failure is reported, each naming its host."""
-        with concurrent.futures.ThreadPoolExecutor(len(hosts), thread_name_prefix="rh-hosts") as pool:
-            futures = [pool.submit(work, host) for host in hosts]
-            concurrent.futures.wait(futures)
-        failures = []
-        for host, future in zip(hosts, futures, strict=True):
-            error = future.exception()
-            if isinstance(error, SSHError):
-                failures.append(f"[{host}] {error}")
-            elif error is not None:
-                failures.append(f"[{host}] step '{step}' failed: {type(error).__name__}: {error}")
-        if failures:
-            raise SSHError("\n".join(failures))
-        return [future.result() for future in futures]
+        return on_every_host(hosts, work, step)
 
 
 def _node(node: RayNode) -> dict[str, Any]:

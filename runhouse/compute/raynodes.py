@@ -283,7 +283,8 @@ class UpReport:
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    sys.stderr.write(message + "\n")  # one write: hosts report from parallel threads
+    sys.stderr.flush()
 
 
 class RayNodes:
@@ -480,20 +481,35 @@ class RayNodes:
 
     def _each(self, hosts: Sequence[RayHost], work: Callable[[RayHost], T], step: str) -> list[T]:
         """``work`` on every host at once; every failure is reported, each naming its host."""
-        if not hosts:
-            return []
-        with concurrent.futures.ThreadPoolExecutor(len(hosts), thread_name_prefix="rh-ray") as pool:
-            futures = [pool.submit(work, host) for host in hosts]
-            concurrent.futures.wait(futures)
-        failures = []
-        for host, future in zip(hosts, futures, strict=True):
-            error = future.exception()
-            if isinstance(error, SSHError):
-                failures.append(f"[{host.label}] {error}")
-            elif error is not None:
-                failures.append(
-                    f"[{host.label}] step '{step}' failed on {self._session(host).where}: {type(error).__name__}: {error}"
-                )
-        if failures:
-            raise SSHError("\n".join(failures))
-        return [future.result() for future in futures]
+        return on_every_host(hosts, work, step, lambda h: h.label, lambda h: self._session(h).where)
+
+
+H = TypeVar("H")
+
+
+def on_every_host(
+    hosts: Sequence[H],
+    work: Callable[[H], T],
+    step: str,
+    label: Callable[[H], str] = str,
+    where: Callable[[H], str] | None = None,
+) -> list[T]:
+    """``work(host)`` for every host at once, in threads; the results in order. Every host that
+    failed is reported in one :class:`SSHError`, each line naming the host (``label``), the step
+    and, with ``where``, the login it failed on."""
+    if not hosts:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(len(hosts), thread_name_prefix="rh-hosts") as pool:
+        futures = [pool.submit(work, host) for host in hosts]
+        concurrent.futures.wait(futures)
+    failures = []
+    for host, future in zip(hosts, futures, strict=True):
+        error = future.exception()
+        if isinstance(error, SSHError):
+            failures.append(f"[{label(host)}] {error}")
+        elif error is not None:
+            on = f" on {where(host)}" if where is not None else ""
+            failures.append(f"[{label(host)}] step '{step}' failed{on}: {type(error).__name__}: {error}")
+    if failures:
+        raise SSHError("\n".join(failures))
+    return [future.result() for future in futures]
