@@ -54,16 +54,12 @@ def _check_cluster(system: Any) -> Cluster:
     return system
 
 
-def _ensure_env(system: Cluster, env: Env, force_install: bool = False) -> dict[str, Any]:
-    return system.ensure_env(env, force_install=force_install)
-
-
 def _deploy_class(
     cls: type, system: Cluster, env: Env, key: str | None = None, force_install: bool = False
 ) -> RemoteClass:
     """Send ``cls`` to ``env``'s worker on ``system`` under ``key`` (the class name by default)."""
     _check_cluster(system)
-    env_config = _ensure_env(system, env, force_install)
+    env_config = system.ensure_env(env, force_install=force_install)
     spec, payload = code_spec(cls)
     spec = system.code_root(spec)
     stub = RemoteClass(system, key or cls.__name__, class_signature(cls), env, spec=spec, local_cls=cls)
@@ -332,7 +328,8 @@ class _Stub(Module, Resource):
     ) -> Any:
         """Already there: the same stub (renamed with ``name``). Elsewhere: a copy made there."""
         if force_install:
-            _ensure_env(_check_cluster(system), resolve_env(env) if env is not None else self.env, True)
+            env_obj = resolve_env(env) if env is not None else self.env
+            _check_cluster(system).ensure_env(env_obj, force_install=True)
         same_env = env is None or resolve_env(env).env_name == self.env.env_name
         if system is self._rh_system and same_env:
             if name:

@@ -85,9 +85,6 @@ class Refusal(Exception):
         return json.dumps({"error": self.error, "detail": self.detail, "status": self.status}).encode()
 
 
-ASK_DEN = None  # admit(): the answer needs a Den lookup first
-
-
 async def _deny(send: Any, refusal: Refusal) -> None:
     body = refusal.body()
     await send(
@@ -124,7 +121,7 @@ class GuardMiddleware:
 
     def admit(self, head: Head, method: str, path: str, http11: bool) -> Caller | None:
         """Who is making this request, if it may be made: raises :class:`Refusal` when it may not,
-        returns ``ASK_DEN`` (None) when a Den token's access is not cached yet (only
+        returns None when a Den token's access is not cached yet (only
         :meth:`admit_async` may ask Den). Limits and header checks come before the token."""
         host = head.host
         allowed = self._allowed

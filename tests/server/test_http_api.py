@@ -301,3 +301,17 @@ def test_a_refused_request_logs_one_line_not_a_traceback(http, cluster):
     assert "Traceback" not in written
     refusals = [line for line in written.splitlines() if "refused" in line]
     assert len(refusals) >= 3 and any("/rename: 404" in line for line in refusals), written
+
+
+def test_a_deploy_that_cannot_be_built_is_a_422_and_keeps_objects(http, cluster):
+    reply = http.post(
+        "/resource",
+        json={
+            "key": "unbuildable",
+            "spec": {"module": "no_such_module_xyz", "qualname": "f"},
+            "serialization": "json",
+        },
+    )
+    assert reply.status_code == 422, reply.text
+    assert "no_such_module_xyz" in reply.text
+    assert "unbuildable" not in cluster.keys() and cluster.get("kept") == {"precious": True}

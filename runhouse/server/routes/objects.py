@@ -203,10 +203,7 @@ async def deploy(request: Request) -> Response:
             state.registry.add(key, entry)
 
     cid, pending = worker.submit(lambda cid: Deploy(cid, key, spec, ser), payload)
-    reply = await relay(state, worker, cid, pending, "frames" if frames else "json", None, register)
-    if getattr(reply, "status", 200) == 500:  # the object could not be built from what was sent
-        reply.status = 422
-    return reply
+    return await relay(state, worker, cid, pending, "frames" if frames else "json", None, register)
 
 
 async def get_resource(request: Request) -> Response:

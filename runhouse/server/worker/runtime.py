@@ -126,7 +126,10 @@ class WorkerRuntime:
         try:
             reply = await op(msg, body)
         except BaseException as e:  # noqa: BLE001 - every failure becomes an error reply
-            self._send(Error(cid, error_info(e, with_pickle=True)), None)
+            info = error_info(e, with_pickle=True)
+            if isinstance(msg, Deploy):  # the object could not be built from what was sent
+                info.setdefault("http_status", 422)
+            self._send(Error(cid, info), None)
             return
         if type(reply) is _Reply:  # the reply is built already
             self._send(reply.msg, reply.body)
