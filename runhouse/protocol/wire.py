@@ -61,6 +61,9 @@ class OutputType:
 # Reserved method names for attribute access on a live object (user names never start with __rh_).
 GETATTR = "__rh_getattr__"
 SETATTR = "__rh_setattr__"
+# Reserved method name for a map chunk: args (method, [args tuple per item], kwargs); the worker runs
+# ``method`` once per item and answers [results, None] or [results before the failure, [index, error]].
+MAP = "__rh_map__"
 
 
 @dataclass(frozen=True)

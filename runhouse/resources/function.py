@@ -5,7 +5,7 @@
     remote_sum = rh.function(np_sum).to(cluster, env=rh.env(name="np_env"))
     remote_sum([1, 2, 3])            # runs on the cluster, prints stream back
     handle = remote_sum.remote([4])  # result kept on the cluster: handle.fetch()
-    remote_sum.map([[1], [2, 3]])    # concurrent calls, results in order: [1, 5]
+    remote_sum.map([[1], [2, 3]])    # in chunks over the workers (one per node), results in order: [1, 5]
     remote_sum.get_or_call("run1", True, True, [7])  # the result of run "run1", made once
 
 A deployed function pickles as its cluster address and name, so it can be passed to another
@@ -18,13 +18,14 @@ import json
 import shlex
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from runhouse.exceptions import ConfigError, ObjectNotFound
 from runhouse.resources.calls import Options, RemoteCallable, RemoteResult, make_options, split_options
 from runhouse.resources.cluster import Cluster, cluster_from_config
 from runhouse.resources.code import code_spec, method_view, openapi_spec, signature_of
 from runhouse.resources.env import Env, env_from_config, resolve_env
+from runhouse.resources.mapping import run_chunks, shown
 from runhouse.resources.module import object_endpoint
 from runhouse.resources.resource import Resource
 
@@ -47,6 +48,7 @@ class Function(Resource):
         self.system = system
         self.env = env
         self.signature = signature or (signature_of(fn) if fn is not None else {})
+        self._node_keys: list[str] | None = None  # a map's copies, one per node (multi-node clusters)
 
     def to(
         self,
@@ -123,7 +125,12 @@ class Function(Resource):
     # -- many calls ---------------------------------------------------------------------------
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Any]:
         """``fn.map([1, 2], [10, 20])`` is ``[fn(1, 10), fn(2, 20)]``, the calls made concurrently
-        on the cluster; keyword arguments (and call options) go to every call."""
+        on the cluster; keyword arguments (and call options) go to every call.
+
+        Items travel in chunks (many per request, see :mod:`runhouse.resources.mapping`); on a
+        multi-node cluster they spread over a copy of the function per node. The first failing
+        item stops the map and raises its own exception, with a note naming its index and
+        arguments. ``remote=True`` or ``timeout=`` make one call per item instead."""
         if not iterables:
             raise ConfigError("map needs at least one iterable of arguments: fn.map([1, 2, 3])")
         return self._many(list(zip(*iterables, strict=False)), kwargs, "map")
@@ -138,17 +145,52 @@ class Function(Resource):
         if given.get("run_name"):
             raise ConfigError(f"{how} makes many runs; one run_name cannot name them all")
         options = make_options(call._options, {**given, "run_async": False})
-        generator = self.signature.get("generator")
-
-        def one(args: tuple[Any, ...]) -> Any:
-            result = call.invoke(args, kwargs, options)
-            return list(result) if generator and not options.remote else result
-
         if not items:
             return []
+        assert self.system is not None and self.name is not None
+        keys = self._map_keys()
+        if options.remote or options.timeout is not None:  # per item: a handle or a timeout each
+            return self._one_by_one(keys, items, kwargs, options, how)
+        return run_chunks(self.system.client, keys, "call", items, kwargs, options.wire(), how, self.name)
+
+    def _map_keys(self) -> list[str]:
+        """The keys a map spreads over: this function's own on one node; on a multi-node cluster a
+        copy per node (``<name>_node_<i>`` in env ``<env>_node_<i>``, placed with
+        ``compute={"node_idx": i}``), made at the first map and reused by later ones."""
+        assert self.system is not None and self.name is not None
+        nodes = len(self.system.ips)
+        if nodes < 2 or self._fn is None:  # one node, or no code here to copy: its own worker
+            return [self.name]
+        if self._node_keys is None:
+            system, env = self.system, self.env or Env()
+
+            def place(i: int) -> str:
+                return str(self.to(system, env=node_env(env, i), name=f"{self.name}_node_{i}").name)
+
+            with ThreadPoolExecutor(nodes, thread_name_prefix="rh-map-place") as pool:
+                self._node_keys = list(pool.map(place, range(nodes)))
+        return self._node_keys
+
+    def _one_by_one(
+        self,
+        keys: list[str],
+        items: list[tuple[Any, ...]],
+        kwargs: dict[str, Any],
+        options: Options,
+        how: str,
+    ) -> list[Any]:
+        """Each item its own call (round robin over ``keys``): for ``remote=True`` (a handle per
+        item) and ``timeout=`` (a limit per item)."""
+        assert self.system is not None
+        calls = [RemoteCallable(self.system, key, "call", self.signature) for key in keys]
         results: list[Any] = [None] * len(items)
-        with ThreadPoolExecutor(min(len(items), _MAX_PARALLEL), thread_name_prefix=f"rh-{how}") as pool:
-            futures = [pool.submit(one, args) for args in items]
+        with ThreadPoolExecutor(
+            min(len(items), _MAX_PARALLEL * len(keys)), thread_name_prefix=f"rh-{how}"
+        ) as pool:
+            futures = [
+                pool.submit(calls[i % len(calls)].invoke, args, kwargs, options)
+                for i, args in enumerate(items)
+            ]
             for i, future in enumerate(futures):
                 try:
                     results[i] = future.result()
@@ -156,7 +198,7 @@ class Function(Resource):
                     for later in futures[i + 1 :]:
                         later.cancel()
                     if hasattr(e, "add_note"):
-                        e.add_note(f"{how} item {i} of {len(items)} failed: {self.name}{_shown(items[i])}")
+                        e.add_note(f"{how} item {i} of {len(items)} failed: {self.name}{shown(items[i])}")
                     raise
         return results
 
@@ -247,12 +289,14 @@ class Function(Resource):
         return cls(None, config.get("name"), system, env, config.get("signature"))
 
 
-_MAX_PARALLEL = 32  # concurrent calls one map/starmap keeps in flight
+_MAX_PARALLEL = 32  # concurrent calls per worker of a map made item by item
 
 
-def _shown(args: tuple[Any, ...]) -> str:
-    text = repr(args) if len(args) != 1 else f"({args[0]!r})"
-    return text if len(text) <= 200 else text[:197] + "..."
+def node_env(env: Env, i: int) -> Env:
+    """A copy of ``env`` placed on node ``i``: named ``<env>_node_<i>``, ``compute`` plus ``node_idx``."""
+    config = env.config()
+    config.update(name=f"{env.env_name}_node_{i}", compute={**(env.compute or {}), "node_idx": i})
+    return cast(Env, Env.from_config(config))
 
 
 def function(

@@ -9,7 +9,8 @@ generators run on the event loop. Each call's prints and logs are captured separ
 
 Requests in (records of :mod:`runhouse.protocol.messages`; ``body`` carries serialized user data):
 
-* ``Call(cid, key, method, serialization, options)`` + args payload
+* ``Call(cid, key, method, serialization, options)`` + args payload (method ``__rh_map__``: a chunk
+  of a map, the method run once per item, see :mod:`chunks`)
 * ``Deploy(cid, key, spec, serialization)`` + pickled object or init args
 * ``Put(cid, key, serialization)`` + payload, ``Get(cid, key, serialization)``
 * ``Keys(cid)``, ``Delete(cid, keys)``, ``Rename(cid, old, new)``, ``Status(cid)``
@@ -65,8 +66,9 @@ from runhouse.protocol.messages import (
 )
 from runhouse.protocol.serialization import deserialize, serialize_parts
 from runhouse.protocol.shm import shm_dir
-from runhouse.protocol.wire import GETATTR, SETATTR
+from runhouse.protocol.wire import GETATTR, MAP, SETATTR
 from runhouse.server.worker.capture import OutputSink, current_sink
+from runhouse.server.worker.chunks import map_call, map_method
 from runhouse.server.worker.errors import CallError, error_info
 from runhouse.server.worker.imports import resolve
 from runhouse.server.worker.threads import CallCancelled, CallThreads, clear_interrupt, interrupt
@@ -141,8 +143,15 @@ class WorkerRuntime:
         cid, key, method, ser, opts, _ = msg
         shm = self._shm_dir if opts["shm"] else None
         try:
-            fn = self._resolve(key, method)
-            args, kwargs = _decode_args(body, ser, shm)
+            if method == MAP:  # a chunk of a map: the method runs once per item (see chunks.py)
+                args, kwargs = _decode_args(body, ser, shm)
+                inner = map_method(args)
+                fn, args = map_call(self._resolve(key, inner), args, kwargs, ser == "pickle")
+                kwargs, speed_key = {}, (key, f"{MAP}{inner}")
+            else:
+                fn = self._resolve(key, method)
+                args, kwargs = _decode_args(body, ser, shm)
+                speed_key = (key, method)
         except BaseException as e:  # noqa: BLE001
             self._send(Error(cid, error_info(e, ser == "pickle")), None)
             return
@@ -162,9 +171,9 @@ class WorkerRuntime:
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             call.task = self._loop.create_task(self._run_async(call, fn, args, kwargs, store_as), context=ctx)
             return
-        speed = self._speed.get((key, method))
+        speed = self._speed.get(speed_key)
         if speed is None:
-            speed = self._speed[(key, method)] = _Speed()
+            speed = self._speed[speed_key] = _Speed()
         if speed.inline and timeout is None:  # a call with a timeout must not hold the loop
             ctx.run(self._run_inline, speed, call, fn, args, kwargs, store_as)
         else:
