@@ -18,7 +18,7 @@ import json
 import shlex
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 from runhouse.exceptions import ConfigError, ObjectNotFound
 from runhouse.resources.calls import Options, RemoteCallable, RemoteResult, make_options, split_options
@@ -27,6 +27,7 @@ from runhouse.resources.code import code_spec, method_view, openapi_spec, signat
 from runhouse.resources.env import Env, env_from_config, resolve_env
 from runhouse.resources.mapping import run_chunks, shown
 from runhouse.resources.module import object_endpoint
+from runhouse.resources.replicas import env_on_node
 from runhouse.resources.resource import Resource
 
 
@@ -165,7 +166,13 @@ class Function(Resource):
             system, env = self.system, self.env or Env()
 
             def place(i: int) -> str:
-                return str(self.to(system, env=node_env(env, i), name=f"{self.name}_node_{i}").name)
+                return str(
+                    self.to(
+                        system,
+                        env=env_on_node(env, f"{env.env_name}_node_{i}", i),
+                        name=f"{self.name}_node_{i}",
+                    ).name
+                )
 
             with ThreadPoolExecutor(nodes, thread_name_prefix="rh-map-place") as pool:
                 self._node_keys = list(pool.map(place, range(nodes)))
@@ -290,13 +297,6 @@ class Function(Resource):
 
 
 _MAX_PARALLEL = 32  # concurrent calls per worker of a map made item by item
-
-
-def node_env(env: Env, i: int) -> Env:
-    """A copy of ``env`` placed on node ``i``: named ``<env>_node_<i>``, ``compute`` plus ``node_idx``."""
-    config = env.config()
-    config.update(name=f"{env.env_name}_node_{i}", compute={**(env.compute or {}), "node_idx": i})
-    return cast(Env, Env.from_config(config))
 
 
 def function(

@@ -10,7 +10,8 @@
     m = Model(size=3).to(cluster, name="model")  # the same, from a local instance's init args
 
     c.remote.value; c.local.system; c.fetch("value")  # explicit remote / local attribute access
-    replicas = c.replicate(num_replicas=2)            # copies in worker processes of their own
+    replicas = c.replicate(num_replicas=2)            # copies in worker processes of their own (one per
+    replicas.incr()                                   # node in turn); calls balanced over them
     c.openapi_spec()                                  # how other languages call it over HTTP
 
 Class and instance stubs are both ``rh.Module``s. A stub keeps its own state in ``_rh_*``
@@ -35,6 +36,7 @@ from runhouse.resources.calls import Options, RemoteCallable
 from runhouse.resources.cluster import Cluster, cluster_from_config
 from runhouse.resources.code import class_signature, code_spec, method_view, openapi_spec
 from runhouse.resources.env import Env, env_from_config, resolve_env
+from runhouse.resources.replicas import ReplicaPool, env_on_node
 from runhouse.resources.resource import Resource
 
 # Names of the stub's own API: never forwarded to the live object, even when its class has a
@@ -294,10 +296,12 @@ class _Stub(Module, Resource):
         names: list[str] | None = None,
         envs: list[Env | str] | None = None,
         parallel: bool = False,
-    ) -> list[Any]:
+    ) -> ReplicaPool:
         """Copies of this object on the same cluster, each in an env (a worker process) of its own:
         ``names`` default to ``<name>_replica_<i>``, ``envs`` to copies of this env named
-        ``<env>_replica_<i>``. Returns their stubs, in order."""
+        ``<env>_replica_<i>``; on a multi-node cluster those envs go to the nodes in turn
+        (``compute={"node_idx": i % nodes}``). Returns a :class:`ReplicaPool`: the replicas' stubs
+        in order (a list) that also balances calls over them (``pool.method(x)``, ``pool.map``)."""
         if not isinstance(num_replicas, int) or num_replicas < 1:
             raise ConfigError(f"num_replicas must be a whole number of at least 1, got {num_replicas!r}")
         for given, what in ((names, "names"), (envs, "envs")):
@@ -308,13 +312,14 @@ class _Stub(Module, Resource):
 
         def make(i: int) -> Any:
             name = names[i] if names is not None else f"{self._rh_key}_replica_{i}"
-            env = resolve_env(envs[i]) if envs is not None else _replica_env(self.env, i)
+            env = resolve_env(envs[i]) if envs is not None else _replica_env(self.env, i, nodes)
             return self._rh_copy(self._rh_system, env, name)
 
+        nodes = len(self._rh_system.ips)
         if parallel and num_replicas > 1:
             with ThreadPoolExecutor(min(num_replicas, 8)) as pool:
-                return list(pool.map(make, range(num_replicas)))
-        return [make(i) for i in range(num_replicas)]
+                return ReplicaPool(pool.map(make, range(num_replicas)))
+        return ReplicaPool(make(i) for i in range(num_replicas))
 
     def _rh_copy(self, system: Cluster, env: Env, name: str) -> Any:
         raise NotImplementedError
@@ -381,8 +386,11 @@ def _rebuild_stub(kind: type[_Stub], fields: dict[str, Any], rns_address: str | 
     return stub
 
 
-def _replica_env(env: Env, i: int) -> Env:
-    """A copy of ``env`` under the name ``<env>_replica_<i>``: its own worker process."""
+def _replica_env(env: Env, i: int, nodes: int = 1) -> Env:
+    """A copy of ``env`` under the name ``<env>_replica_<i>``: its own worker process; with more
+    than one node, placed on node ``i % nodes``."""
+    if nodes > 1:
+        return env_on_node(env, f"{env.env_name}_replica_{i}", i % nodes)
     replica = copy.copy(env)
     replica.name = f"{env.env_name}_replica_{i}"
     return replica
