@@ -40,6 +40,7 @@ class Settings:
     body_timeout_s: float = 30.0  # a request body that stalls this long is refused (408)
     max_connections: int = 1024  # past it, a new connection closes the oldest idle or unfinished one
     ssh_host_key_policy: str = "accept-new"  # for hosts not yet in $RH_HOME/known_hosts: or "strict"
+    ray_address: str | None = None  # a multi-node daemon's Ray GCS (ip:port), set by its bring-up
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -80,6 +81,7 @@ _ENV_KEYS = {
     "RH_BODY_TIMEOUT_S": "body_timeout_s",
     "RH_MAX_CONNECTIONS": "max_connections",
     "RH_SSH_HOST_KEY_POLICY": "ssh_host_key_policy",
+    "RH_RAY_ADDRESS": "ray_address",
 }
 
 

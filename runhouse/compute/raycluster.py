@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,7 +173,19 @@ class RayClusterDaemon(DaemonHost):
         self.head.rsync(source, dest, up=up, contents=contents)
 
     def sync_code(self, folder: Path, name: str, through_daemon: ThroughDaemon) -> str:
-        return self.head.sync_code(folder, name, through_daemon)
+        """The folder to the head's ``~/.rh/code/<name>``, then to the same path on every other
+        host at once, so a worker placed on any node imports the same code from the same path
+        (hosts of one cluster are expected to share their home's path, as cloud images do)."""
+        path = self.head.sync_code(folder, name, through_daemon)
+        others = list(self.spec.hosts[1:])
+
+        def copy(host: str) -> None:
+            RemoteDaemon.from_spec(replace(self.spec, hosts=(host,))).rsync(
+                str(folder), path, up=True, contents=True, filter_gitignore=True
+            )
+
+        self._each(others, copy, "sync code")
+        return path
 
     # -- every host at once ---------------------------------------------------------------------------
     def _each(self, hosts: list[str], work: Callable[[str], T], step: str) -> list[T]:

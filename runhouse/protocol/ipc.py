@@ -10,13 +10,17 @@ of one reusable receive buffer, and a large body is received directly into a buf
 size, so a 100 MB array crosses the socket without intermediate copies.
 
 The socket is one end of a ``socketpair`` the daemon made when it spawned the worker, so nothing
-else on the machine can connect to it; that is why the header may be a pickle.
+else on the machine can connect to it; that is why the header may be a pickle. A worker on another
+node of a multi-node cluster reaches the daemon over TCP instead, and proves who it is with
+:data:`PREAMBLE` (raw bytes: a worker id and a secret) before the daemon reads a single header;
+:func:`tune_tcp` makes such a connection fail within seconds when its peer's link is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import pickle
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +28,10 @@ from typing import Any
 _PREFIX = struct.Struct(">IQ")
 _SCRATCH = 256 * 1024
 _SMALL = 64 * 1024
+
+PREAMBLE = struct.Struct(">4s16s32s")  # magic, worker id, secret: the first bytes a TCP worker sends
+MAGIC = b"RHW1"
+DEAD_PEER_S = 3.0  # a TCP peer that acknowledges nothing for this long is gone
 
 Body = bytes | bytearray | memoryview | list[Any] | None  # a list is sent back to back
 OnMessage = Callable[[Any, Body], None]
@@ -156,3 +164,20 @@ async def open_channel(sock: Any, on_message: OnMessage, on_close: OnClose) -> C
     loop = asyncio.get_running_loop()
     _, protocol = await loop.connect_accepted_socket(lambda: Channel(on_message, on_close), sock)
     return protocol
+
+
+def tune_tcp(sock: socket.socket, dead_peer_s: float = DEAD_PEER_S) -> None:
+    """Set a daemon-worker TCP connection up for small messages and quick failure.
+
+    ``TCP_NODELAY``: a call's few bytes leave at once. Keepalive probes every second after a
+    second idle, and ``TCP_USER_TIMEOUT``: whether the connection is idle or has data in flight, a
+    peer that acknowledges nothing for ``dead_peer_s`` seconds (its node died, its link was cut)
+    ends the connection, and every call waiting on it fails then instead of hanging."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    probes = max(1, int(dead_peer_s))
+    for option, value in (("TCP_KEEPIDLE", 1), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", probes)):
+        if hasattr(socket, option):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_peer_s * 1000))

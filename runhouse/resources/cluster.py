@@ -246,13 +246,10 @@ class Cluster(Resource):
     def status(self) -> dict[str, Any]:
         """The daemon's state: ours (``workers``, ``calls_served``...) and the original's fields
         (``cluster_config``, ``runhouse_version``, ``server_pid``, ``env_servlet_processes`` with CPU
-        and memory per env); on a multi-node cluster, ``nodes``: each Ray node's ``address``,
-        ``cpus``, ``memory``, ``gpus`` and ``alive``."""
-        status = self.client.status()
-        nodes = getattr(self._daemon, "nodes", None)  # kinds with more than one node list them
-        if callable(nodes):
-            status["nodes"] = nodes()
-        return status
+        and memory per env); on a multi-node cluster, ``nodes``: each node's ``address``, ``alive``,
+        ``is_head``, ``cpus``, ``memory`` (bytes), ``gpus``, ``nvidia_smi`` (its GPUs, where
+        nvidia-smi exists) and ``workers`` (``env`` and ``pid`` of each worker on it)."""
+        return self.client.status()
 
     # -- where it is ------------------------------------------------------------------------------
     @property

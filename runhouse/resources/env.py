@@ -9,6 +9,10 @@
 Each env is one worker process on the cluster; objects sent with the same env share it. By default
 the worker uses the daemon's Python environment (packages are installed there); ``venv=True``
 gives the env a virtual environment of its own, so envs can hold conflicting versions of a package.
+
+On a multi-node cluster, ``compute=`` places the env's worker with Ray: ``rh.env(name="trainer",
+compute={"GPU": 1})`` goes to a node with a free GPU, ``compute={"node_idx": 1}`` to the cluster's
+second host; a request no node can hold fails ``.to()`` naming what is missing.
 """
 
 from __future__ import annotations
@@ -84,6 +88,33 @@ def _env_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {key: config.get(key) for key in keys}
 
 
+COMPUTE_KEYS = ("CPU", "GPU", "memory", "node_idx")  # any other key is a custom Ray resource
+
+
+def check_compute(compute: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate ``compute=``: resource names to amounts (``CPU``, ``GPU``, ``memory`` in bytes, a
+    custom resource's name) and ``node_idx``, the index of a host in the cluster's host list.
+
+    Where the worker may go is decided on the cluster, by Ray; a cluster of one machine refuses any
+    ``compute=`` when the env is set up (nothing would place it)."""
+    if compute is None:
+        return {}
+    if not isinstance(compute, dict):
+        raise ConfigError(
+            'compute must map resource names to amounts, e.g. {"CPU": 2, "GPU": 1, "node_idx": 1}'
+        )
+    for key, value in compute.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"compute keys are resource names (strings), got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"compute[{key!r}] must be a number of at least 0, got {value!r}")
+        if key == "node_idx" and not isinstance(value, int):
+            raise ConfigError(
+                f"compute['node_idx'] is the index of a host in the cluster's host list, got {value!r}"
+            )
+    return dict(compute)
+
+
 class Env(Resource):
     """A worker's environment: requirements, environment variables, setup commands, working dir.
 
@@ -112,16 +143,7 @@ class Env(Resource):
         self.setup_cmds = list(setup_cmds or [])
         if not all(isinstance(c, str) for c in self.setup_cmds):
             raise ConfigError("setup_cmds must be a list of shell command strings")
-        if compute is not None and not (
-            isinstance(compute, dict) and all(isinstance(v, int | float) and v >= 0 for v in compute.values())
-        ):
-            raise ConfigError('compute must map resource names to amounts, e.g. {"CPU": 2, "GPU": 1}')
-        if compute:  # refused until placement works: a request that does nothing would mislead
-            raise ConfigError(
-                f"env compute= is not supported yet: placing a worker by resources ({compute}) needs "
-                "multi-node clusters, which runhouse does not run yet; leave compute unset"
-            )
-        self.compute = dict(compute or {})
+        self.compute = check_compute(compute)
         if venv is True and not name:
             raise ConfigError("venv=True needs the env to have a name (it names the virtual environment)")
         self.venv = (name if venv is True else venv) or None

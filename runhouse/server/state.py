@@ -21,6 +21,7 @@ import psutil
 from runhouse.exceptions import BadRequest
 from runhouse.protocol.shm import shm_dir, sweep
 from runhouse.server.envs import Emit, EnvBuilder
+from runhouse.server.placement import PlacedWorker, RayPlacer, WorkerListener, check_compute
 from runhouse.server.registry import ObjectRegistry
 from runhouse.server.workers import DEFAULT_ENV, WorkerHandle
 from runhouse.settings import Settings
@@ -53,6 +54,8 @@ class DaemonState:
         self.autostop_mins: float | None = None
         self.on_idle: Callable[[], None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._placer: RayPlacer | None = None  # multi-node only, made when first needed
+        self._listener: WorkerListener | None = None
 
     # -- envs and workers -------------------------------------------------------------------
     @property
@@ -99,16 +102,72 @@ class DaemonState:
                 config = {**config, **old}  # reinstall what the env has, not an empty env
             if running and old == config and not force:
                 return await self.worker(name)
-            python = await EnvBuilder(self.envs_dir, emit).build(config)
+            if config.get("compute"):  # built on the node Ray places its worker on
+                self._check_placeable(name, config)
+            else:
+                self.env_pythons[name] = await EnvBuilder(self.envs_dir, emit).build(config)
             self.env_configs[name] = config
-            self.env_pythons[name] = python
             if running and old is not None and _restart_needed(old, config):
                 emit(f"Restarting the worker of env {name!r} for its new settings (its objects are lost)\n")
                 await self._stop_worker(name)
-            return await self.worker(name)
+            handle = await self.worker(name)
+            if isinstance(handle, PlacedWorker) and handle.output:
+                emit(f"[{handle.node}] " + f"[{handle.node}] ".join(handle.output))
+                handle.output = []
+            return handle
+
+    # -- workers on other nodes (multi-node clusters) ---------------------------------------------
+    def _check_placeable(self, name: str, config: dict[str, Any]) -> None:
+        compute = check_compute(config["compute"])
+        if self.settings.ray_address is None:
+            raise BadRequest(
+                f"env {name!r}: compute={compute} places a worker on a node of a multi-node cluster "
+                "(rh.cluster(host=[h1, h2, ...])); this cluster is one machine, which every worker "
+                "shares: leave compute unset",
+                400,
+            )
+
+    def placement(self) -> tuple[RayPlacer, WorkerListener]:
+        """The Ray driver and worker listener of a multi-node daemon (made on first use)."""
+        if self._placer is None or self._listener is None:
+            assert self.settings.ray_address is not None
+            head = self.settings.ray_address.rsplit(":", 1)[0]
+            self._placer = RayPlacer(self.settings.ray_address, self._hosts)
+            self._listener = WorkerListener(head)
+        return self._placer, self._listener
+
+    def _hosts(self) -> list[str]:
+        hosts = self.cluster_config().get("host") or []
+        return [str(h) for h in hosts] if isinstance(hosts, list) else [str(hosts)]
+
+    async def nodes(self) -> list[dict[str, Any]] | None:
+        """Each node of a multi-node cluster (Ray's view, a probe of the node, and the workers on
+        it: ``workers`` lists env and pid); None on a cluster of one machine."""
+        if self.settings.ray_address is None:
+            return None
+        placer, _ = self.placement()
+        nodes: list[dict[str, Any]] = await placer.run(placer.nodes)
+        head = self.settings.ray_address.rsplit(":", 1)[0]
+        by_address = {n["address"]: n for n in nodes if n["alive"]}
+        for node in nodes:
+            node["workers"] = []
+        for name, handle in sorted(self.workers.items()):
+            on = by_address.get(handle.node or head)
+            if on is not None:
+                on["workers"].append({"env": name, "pid": handle.pid, "alive": handle.alive})
+        return nodes
 
     async def _start_worker(self, env: str) -> WorkerHandle:
         config = self.env_configs.get(env) or {"name": env}
+        if config.get("compute"):
+            placer, listener = self.placement()
+            await listener.open()
+            placed = PlacedWorker(
+                env, config, self.settings.worker_threads, self._on_worker_exit, placer, listener
+            )
+            await placed.start()
+            self.workers[env] = placed
+            return placed
         python = self.env_pythons.get(env, sys.executable)
         environ = self.env_environ(config, python)
         handle = WorkerHandle(
@@ -226,6 +285,10 @@ class DaemonState:
         self.stopping = True
         await asyncio.gather(*(h.stop() for h in list(self.workers.values())), return_exceptions=True)
         self.workers.clear()
+        if self._listener is not None:
+            self._listener.close()
+        if self._placer is not None:
+            self._placer.close()
 
     # -- run logs -------------------------------------------------------------------------
     def record_output(self, run_name: str, text: str) -> None:
@@ -245,7 +308,10 @@ _RESTART_FIELDS = ("env_vars", "venv", "conda", "working_dir", "setup_cmds")
 
 
 def _restart_needed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether a running worker must restart to see the new config (new packages alone do not)."""
+    """Whether a running worker must restart to see the new config (new packages alone do not,
+    except for a worker on another node: its env is built there, when it starts)."""
+    if old.get("compute") or new.get("compute"):
+        return old != new
     return any(old.get(f) != new.get(f) for f in _RESTART_FIELDS)
 
 

@@ -120,6 +120,7 @@ class WorkerHandle:
         self.python = python
         self.cwd = cwd
         self.pid: int | None = None
+        self.node: str | None = None  # the address of the node it runs on, when not this machine
         self.alive = False
         self._on_exit = on_exit
         self._proc: subprocess.Popen[bytes] | None = None
@@ -130,7 +131,6 @@ class WorkerHandle:
         self._stopping = False
 
     async def start(self, log_path: str | None = None) -> None:
-        loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         log_start = out.tell() if log_path else 0  # type: ignore[union-attr]
@@ -159,25 +159,30 @@ class WorkerHandle:
             if log_path:
                 out.close()  # type: ignore[union-attr]
         self.pid = self._proc.pid
-        self._hello = loop.create_future()
-        self._channel = await open_channel(ours, self._on_message, self._on_close)
+        await self._open(ours, lambda: _log_tail(log_path, log_start))
+
+    async def _open(self, sock: socket.socket, log_tail: Callable[[], str]) -> None:
+        """Serve the worker's end of the channel on ``sock`` and wait for its Hello."""
+        self._hello = asyncio.get_running_loop().create_future()
+        self._channel = await open_channel(sock, self._on_message, self._on_close)
         try:
             await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT_S)
         except asyncio.TimeoutError:
             await self.stop()
             raise WorkerDied(
-                f"worker {self.name!r} (pid {self.pid}) did not start in {START_TIMEOUT_S:.0f}s"
-                + _log_tail(log_path, log_start)
+                f"{self.describe()} did not start in {START_TIMEOUT_S:.0f}s" + log_tail()
             ) from None
         except WorkerDied:
-            code = self._proc.poll()
-            how = _describe_exit(code) if code is not None else "closed its connection"
+            how = await self._exit_how()
             raise WorkerDied(
-                f"worker {self.name!r} (pid {self.pid}) {how} before it started (python: {self.python})"
-                + _log_tail(log_path, log_start)
+                f"{self.describe()} {how} before it started (python: {self.python})" + log_tail()
             ) from None
         self.alive = True
-        log.info("worker %s started (pid %s)", self.name, self.pid)
+        log.info("%s started", self.describe())
+
+    def describe(self) -> str:
+        """The worker in messages: its env and pid (and node, for a worker on another node)."""
+        return f"worker {self.name!r} (pid {self.pid})"
 
     # -- requests -----------------------------------------------------------------------
     def submit(self, build: Build, body: Any = None) -> tuple[int, PendingCall]:
@@ -228,7 +233,7 @@ class WorkerHandle:
         self.cancel(cid)
         target = call.key if call.method == "call" else f"{call.key}.{call.method}"
         message = (
-            f"call to {target} timed out after {timeout:g} s; worker {self.name!r} (pid {self.pid}) did not "
+            f"call to {target} timed out after {timeout:g} s; {self.describe()} did not "
             f"answer within {TIMEOUT_GRACE_S:g} s more, so the daemon gave up on it (the worker may be "
             "blocked by code running on its event loop)"
         )
@@ -257,7 +262,7 @@ class WorkerHandle:
         try:
             msg = decode_reply(header)
         except ProtocolError as e:  # the request it answers (if it names one) fails with the reason
-            log.error("worker %s (pid %s): %s", self.name, self.pid, e)
+            log.error("%s: %s", self.describe(), e)
             cid = cid_of(header)
             pending = self._pending.get(cid) if cid is not None else None
             if pending is not None and cid is not None:
@@ -281,13 +286,17 @@ class WorkerHandle:
         self.alive = False
         asyncio.get_running_loop().create_task(self._after_exit())
 
-    async def _after_exit(self) -> None:
+    async def _exit_how(self) -> str:
+        """How the worker ended, for messages ("was killed by signal SIGKILL")."""
         code = await asyncio.get_running_loop().run_in_executor(None, self._wait_exit, 2.0)
-        how = _describe_exit(code)
+        return _describe_exit(code)
+
+    async def _after_exit(self) -> None:
+        how = await self._exit_how()
         if not self._stopping:
-            log.warning("worker %s (pid %s) %s", self.name, self.pid, how)
+            log.warning("%s %s", self.describe(), how)
         message = (
-            f"worker {self.name!r} (pid {self.pid}) {how} while handling this call; "
+            f"{self.describe()} {how} while handling this call; "
             "its objects are gone, and the next deploy to this env starts a new worker"
         )
         info: ErrorInfo = {
@@ -336,6 +345,7 @@ class WorkerHandle:
             "pid": self.pid,
             "alive": self.alive,
             "in_flight": len(self._pending),
+            "node": self.node,
         }
         if self.pid is None:
             return info

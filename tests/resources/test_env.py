@@ -191,15 +191,28 @@ def test_env_arguments_are_checked(tmp_path):
         rh.env(reqs=["six"], venv=True)
 
 
-def test_compute_is_refused_until_workers_can_be_placed():
-    for make in (rh.env, rh.Env):
-        with pytest.raises(ConfigError, match=r"env compute= is not supported yet: .*'GPU': 1.*multi-node"):
-            make(name="placed", compute={"GPU": 1})
-    with pytest.raises(ConfigError, match="compute= is not supported yet"):
-        rh.conda_env({"name": "placed_ml", "dependencies": []}, compute={"CPU": 2})
-    with pytest.raises(ConfigError, match="compute= is not supported yet"):
-        rh.Resource.from_config({**rh.env(name="cfg_placed").config(), "compute": {"CPU": 1}})
-    assert rh.env(name="unplaced", compute={}).config()["compute"] == {}  # nothing asked: accepted
+def test_compute_is_checked_and_round_trips():
+    for bad, message in (
+        ({"GPU": -1}, "at least 0"),
+        ({"CPU": "2"}, "must be a number"),
+        ({"node_idx": 1.5}, "index of a host"),
+        ({"GPU": True}, "must be a number"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            rh.env(name="placed", compute=bad)
+    with pytest.raises(ConfigError, match="must map resource names"):
+        rh.env(name="placed", compute=["GPU"])  # type: ignore[arg-type]
+    env = rh.env(name="placed", compute={"CPU": 2, "node_idx": 1, "tpu": 1})
+    assert rh.Resource.from_config(env.config()).compute == {"CPU": 2, "node_idx": 1, "tpu": 1}
+    assert rh.env(name="unplaced", compute={}).config()["compute"] == {}
+
+
+def test_compute_on_a_one_machine_cluster_is_refused_at_to(cluster):
+    # nothing could place the worker: refused, never accepted and ignored
+    placed = rh.env(name="placed_here", compute={"CPU": 1})
+    with pytest.raises(rh.BadRequest, match=r"compute=\{'CPU': 1\} places .*multi-node cluster"):
+        placed.to(cluster)
+    assert "placed_here" not in [e["name"] for e in cluster.client.envs()]
 
 
 def test_env_config_round_trip(tmp_path):

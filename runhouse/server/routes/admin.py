@@ -72,6 +72,7 @@ async def status(request: Request) -> Response:
             "idle_s": round(time.time() - state.last_activity, 1),
             "workers": workers,
             "den": state.den.stats() if state.den is not None else None,
+            "nodes": await state.nodes(),  # a multi-node cluster's nodes and their workers; else None
         }
     )
 

@@ -1,7 +1,11 @@
 """Worker process entry point: ``python -m runhouse.server.worker --fd N --name ENV``.
 
 Started by the daemon with one end of a socketpair as file descriptor ``N``; serves messages on
-it until the daemon closes it, then exits. Records of :mod:`runhouse.protocol.messages` cross the
+it until the daemon closes it, then exits. On another node of a multi-node cluster it is started
+by a Ray actor (:mod:`runhouse.server.nodeworker`) with ``--connect HOST:PORT`` instead: it
+connects to the daemon's worker listener over TCP and sends its id and secret (hex in
+``RH_WORKER_ID`` / ``RH_WORKER_SECRET``, removed from its environment before any user code runs)
+as raw bytes, then speaks the same channel. Records of :mod:`runhouse.protocol.messages` cross the
 channel as plain tuples: decoded here on the way in, encoded on the way out.
 """
 
@@ -15,17 +19,29 @@ import socket
 import sys
 from typing import Any
 
-from runhouse.protocol.ipc import open_channel
+from runhouse.protocol.ipc import MAGIC, PREAMBLE, open_channel, tune_tcp
 from runhouse.protocol.messages import Hello, ProtocolError, WorkerReply, decode_request
 from runhouse.server.loop import run_loop
 from runhouse.server.worker import capture
 from runhouse.server.worker.runtime import WorkerRuntime
 
 
-async def serve(fd: int, name: str, threads: int) -> None:
+def connect(address: str) -> socket.socket:
+    """A TCP connection to the daemon's worker listener at ``host:port``, introduced by our id and
+    secret (taken out of the environment so user code never sees them)."""
+    host, _, port = address.rpartition(":")
+    wid = bytes.fromhex(os.environ.pop("RH_WORKER_ID"))
+    secret = bytes.fromhex(os.environ.pop("RH_WORKER_SECRET"))
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    tune_tcp(sock)
+    sock.sendall(PREAMBLE.pack(MAGIC, wid, secret))
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(sock: socket.socket, name: str, threads: int) -> None:
     loop = asyncio.get_running_loop()
     closed = loop.create_future()
-    sock = socket.socket(fileno=fd)
     runtime: WorkerRuntime | None = None
 
     def on_message(header: Any, body: Any) -> None:
@@ -56,12 +72,15 @@ async def serve(fd: int, name: str, threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="runhouse-worker")
-    parser.add_argument("--fd", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="one end of a socketpair the daemon made")
+    where.add_argument("--connect", help="the daemon's worker listener, host:port (a worker on another node)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--threads", type=int, default=64)
     args = parser.parse_args(argv)
+    sock = connect(args.connect) if args.connect else socket.socket(fileno=args.fd)
     capture.install()
-    run_loop(serve(args.fd, args.name, args.threads))
+    run_loop(serve(sock, args.name, args.threads))
     sys.stdout.flush()
     os._exit(0)  # user threads may still run; the daemon asked us to stop
 
