@@ -85,7 +85,8 @@ def _env_vars(value: dict[str, Any] | str | None) -> dict[str, str]:
 def _env_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     """The constructor arguments every env kind shares, from a config."""
     keys = ("name", "reqs", "env_vars", "setup_cmds", "working_dir", "compute")
-    return {key: config.get(key) for key in keys}
+    spmd = {"spmd": config["spmd"]} if config.get("spmd") else {}  # SPMD ranks: resources/spmd.py
+    return {**{key: config.get(key) for key in keys}, **spmd}
 
 
 COMPUTE_KEYS = ("CPU", "GPU", "memory", "node_idx")  # any other key is a custom Ray resource
@@ -134,9 +135,15 @@ class Env(Resource):
         compute: dict[str, Any] | None = None,
         venv: bool | str = False,
         system: Cluster | None = None,
+        spmd: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
+        if spmd not in (None, "node", "gpu"):  # SPMD ranks (see resources/spmd.py)
+            raise ConfigError(
+                f"spmd must be 'node' (a rank per node) or 'gpu' (a rank per GPU), got {spmd!r}"
+            )
+        self.spmd = spmd
         self.working_dir = working_dir
         self.reqs = reqs  # normalized by the setter
         self.env_vars = env_vars
@@ -264,6 +271,7 @@ class Env(Resource):
             "working_dir": self.working_dir,
             "compute": self.compute,
             "venv": self.venv,
+            **({"spmd": self.spmd} if self.spmd else {}),  # SPMD ranks (see resources/spmd.py)
         }
 
     @classmethod

@@ -29,6 +29,7 @@ from runhouse.resources.mapping import run_chunks, shown
 from runhouse.resources.module import object_endpoint
 from runhouse.resources.replicas import env_on_node
 from runhouse.resources.resource import Resource
+from runhouse.resources.spmd import call_ranks, rank_envs
 
 
 class Function(Resource):
@@ -41,6 +42,7 @@ class Function(Resource):
         system: Cluster | None = None,
         env: Env | None = None,
         signature: dict[str, Any] | None = None,
+        spmd_ranks: list[str] | None = None,
     ) -> None:
         if fn is not None and not callable(fn):
             raise ConfigError(f"rh.function needs a callable, got {type(fn).__name__}")
@@ -50,6 +52,7 @@ class Function(Resource):
         self.env = env
         self.signature = signature or (signature_of(fn) if fn is not None else {})
         self._node_keys: list[str] | None = None  # a map's copies, one per node (multi-node clusters)
+        self.spmd_ranks = spmd_ranks  # keys of its copies, in rank order, when its env has spmd set
 
     def to(
         self,
@@ -68,6 +71,12 @@ class Function(Resource):
         if not key or key == "<lambda>":
             raise ConfigError("give the function a name: .to(cluster, name='my_fn')")
         env_obj = resolve_env(env if env is not None else self.env)
+        if env_obj.spmd:
+            return self._to_ranks(system, env_obj, key, force_install)
+        return self._deploy(system, env_obj, key, force_install)
+
+    def _deploy(self, system: Cluster, env_obj: Env, key: str, force_install: bool) -> Function:
+        assert self._fn is not None
         env_config = system.ensure_env(env_obj, force_install=force_install)
         spec, payload = code_spec(self._fn)
         spec = system.code_root(spec)
@@ -86,6 +95,17 @@ class Function(Resource):
         )
         return deployed
 
+    def _to_ranks(self, system: Cluster, env_obj: Env, key: str, force_install: bool) -> Function:
+        """An SPMD env: a copy of the function per rank, ``<key>_rank_<r>`` (see :mod:`spmd`)."""
+        envs = rank_envs(env_obj, system)
+
+        def place(r: int) -> str:
+            return str(self._deploy(system, envs[r], f"{key}_rank_{r}", force_install).name)
+
+        with ThreadPoolExecutor(min(len(envs), 16), thread_name_prefix="rh-spmd-place") as pool:
+            keys = list(pool.map(place, range(len(envs))))
+        return Function(self._fn, key, system, env_obj, self.signature, spmd_ranks=keys)
+
     def get_or_to(self, system: Cluster, env: Env | str | None = None, name: str | None = None) -> Function:
         """The function deployed on ``system`` under ``name`` (this one's) if there, else ``.to()``."""
         key = name or self.name
@@ -102,6 +122,11 @@ class Function(Resource):
     def _callable(self) -> RemoteCallable:
         if self.system is None or self.name is None:
             raise ConfigError("this function is not on a cluster yet: call .to(cluster) first")
+        if self.spmd_ranks:
+            raise ConfigError(
+                f"{self.name} runs on every rank of an SPMD env: call it, {self.name}(...), to run it on "
+                "all ranks; .remote(), .options(), run_async, map and get_or_call are not supported for it"
+            )
         return RemoteCallable(self.system, self.name, "call", self.signature, self.system.call_options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -109,6 +134,8 @@ class Function(Resource):
             if self._fn is None:
                 raise ConfigError("this function has neither local code nor a cluster")
             return self._fn(*args, **kwargs)
+        if self.spmd_ranks:
+            return call_ranks(self.system, self.spmd_ranks, self.signature, args, kwargs)
         return self._callable()(*args, **kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> RemoteResult:
@@ -280,6 +307,7 @@ class Function(Resource):
                 "system": self.system.config() if self.system is not None else None,
                 "env": self.env.config() if self.env is not None else None,
                 "signature": self.signature,
+                **({"spmd_ranks": self.spmd_ranks} if self.spmd_ranks else {}),
             }
         )
         return cfg
@@ -293,7 +321,7 @@ class Function(Resource):
     def _from_config(cls, config: dict[str, Any]) -> Function:
         system = cluster_from_config(config["system"]) if config.get("system") else None
         env = env_from_config(config.get("env"))
-        return cls(None, config.get("name"), system, env, config.get("signature"))
+        return cls(None, config.get("name"), system, env, config.get("signature"), config.get("spmd_ranks"))
 
 
 _MAX_PARALLEL = 32  # concurrent calls per worker of a map made item by item

@@ -61,6 +61,11 @@ def _deploy_class(
 ) -> RemoteClass:
     """Send ``cls`` to ``env``'s worker on ``system`` under ``key`` (the class name by default)."""
     _check_cluster(system)
+    if env.spmd:
+        raise ConfigError(
+            f"env {env.env_name!r} has spmd={env.spmd!r}: SPMD ranks run functions "
+            "(rh.function(fn).to(cluster, env=...)); send the class to an env without spmd"
+        )
     env_config = system.ensure_env(env, force_install=force_install)
     spec, payload = code_spec(cls)
     spec = system.code_root(spec)

@@ -104,3 +104,26 @@ def test_replicas_are_a_pool_that_spreads_calls(cluster):
 
 async def _gather(pool):
     return await asyncio.gather(*(pool.async_where() for _ in range(6)))
+
+
+def test_spmd_on_one_node_is_one_rank_with_its_variables(cluster):
+    env = rh.env(name="spmd_local", spmd="node", env_vars={"KEEP": "me"})
+    assert rh.Env.from_config(env.config()).spmd == "node"  # the option survives a config round trip
+    info = rh.function(pf.rank_info).to(cluster, env=env)
+    assert info.spmd_ranks == ["rank_info_rank_0"]
+    [rank0] = info("t")
+    assert rank0["tag"] == "t"
+    assert (rank0["RANK"], rank0["LOCAL_RANK"], rank0["WORLD_SIZE"]) == ("0", "0", "1")
+    assert rank0["MASTER_ADDR"] == "127.0.0.1" and int(rank0["MASTER_PORT"]) > 0
+    assert rh.function(pf.rendezvous).to(cluster, env=env)() == [[0]]  # rank 0 can listen there
+    with pytest.raises(ConfigError, match="every rank of an SPMD env"):
+        info.map([1, 2])
+    with pytest.raises(ConfigError, match="SPMD ranks run functions"):
+        rh.module(pf.Replica).to(cluster, env=env)
+
+
+def test_spmd_per_gpu_is_refused_where_ray_reports_no_gpus(cluster):
+    with pytest.raises(ConfigError, match="Ray reports no GPUs"):
+        rh.function(pf.rank_info).to(cluster, env=rh.env(name="spmd_gpu", spmd="gpu"))
+    with pytest.raises(ConfigError, match="spmd must be 'node'"):
+        rh.env(name="bad", spmd="rack")
