@@ -4,7 +4,9 @@
 :mod:`runhouse.compute.bootstrap`), and how to reach it afterwards for each connection type:
 
 * ``ssh``  (default): the daemon listens on the host's 127.0.0.1; the client talks to it through
-  a local port tunnelled over the SSH connection (shared by every cluster object in the process).
+  a local port on 127.0.0.1 forwarded by an ``ssh -N -L`` process of ours (asyncssh's forward
+  where OpenSSH cannot be used; :mod:`runhouse.compute.forward`), shared by every cluster object
+  in the process and stopped when the cluster is torn down.
 * ``tls``: the daemon listens on all addresses with HTTPS; the client pins the certificate it
   fetched over SSH, so it verifies the host it talks to.
 * ``none``: plain HTTP to the host's address, for trusted networks.
@@ -28,7 +30,7 @@ from runhouse.client.transport import Endpoint
 from runhouse.compute import bootstrap
 from runhouse.compute.daemon import DaemonHost, DaemonSpec, DenIdentity, ThroughDaemon
 from runhouse.compute.hostkeys import KnownHosts
-from runhouse.compute.ssh import SSHCreds, SSHSession, memory_key_file, pool_for
+from runhouse.compute.ssh import SSHCreds, SSHSession, openssh_argv, pool_for
 from runhouse.exceptions import ConfigError, ConnectionError_, ServerError, SSHError
 from runhouse.settings import Settings
 
@@ -160,15 +162,7 @@ class RemoteDaemon(DaemonHost):
     # -- files and shells -------------------------------------------------------------------------
     def ssh_command(self) -> list[str]:
         """An ``ssh`` command line logging into the host with these credentials."""
-        argv = ["ssh", "-p", str(self.creds.ssh_port), *self.known_hosts.openssh_options()]
-        key_file = self.creds.ssh_private_key
-        if self.creds.private_key_data:
-            key_file = str(memory_key_file(self.creds.private_key_data))
-        if key_file:
-            argv += ["-i", key_file, "-o", "IdentitiesOnly=yes"]
-        if self.creds.ssh_proxy_command:
-            argv += ["-o", f"ProxyCommand={self.creds.ssh_proxy_command}"]
-        argv.append(f"{self.creds.ssh_user}@{self.host}")
+        argv = openssh_argv(self.host, self.creds, self.known_hosts)
         return self._with_password(argv)
 
     def _with_password(self, argv: list[str]) -> list[str]:

@@ -3,7 +3,8 @@
 asyncssh runs on an event loop in one background thread (started on first use); the sync
 methods here submit coroutines to it. Connections are cached per (user, host, port, credentials)
 and shared by every cluster object in the process, so the tunnel to a daemon is opened once and
-reused; all of them are closed at interpreter exit.
+reused; all of them are closed at interpreter exit. The tunnel itself is an OpenSSH process
+(:mod:`runhouse.compute.forward`): asyncssh's forwarder passes every byte through Python.
 
 Host keys are checked against ``$RH_HOME/known_hosts`` in the key exchange, before any credential
 is sent (see :mod:`runhouse.compute.hostkeys` for the file and the policies).
@@ -32,7 +33,8 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from runhouse.compute.hostkeys import ACCEPT_NEW, HostKeyCheck, KnownHosts
+from runhouse.compute.forward import Listener, OpenSSHTunnel, openssh_usable
+from runhouse.compute.hostkeys import ACCEPT_NEW, STRICT, HostKeyCheck, KnownHosts
 from runhouse.exceptions import ConfigError, SSHError
 
 T = TypeVar("T")
@@ -154,13 +156,23 @@ class SSHSession:
     """One logged-in connection to a host."""
 
     def __init__(
-        self, host: str, creds: SSHCreds, conn: asyncssh.SSHClientConnection, runner: _LoopThread
+        self,
+        host: str,
+        creds: SSHCreds,
+        conn: asyncssh.SSHClientConnection,
+        runner: _LoopThread,
+        known_hosts: Path | None = None,
+        tunnels: dict[int, OpenSSHTunnel] | None = None,
+        reconnect: Callable[[], SSHSession] | None = None,
     ) -> None:
         self.host = host
         self.creds = creds
         self._conn = conn
         self._runner = runner
-        self._forwards: dict[int, tuple[int, asyncssh.SSHListener]] = {}
+        self._known_hosts = known_hosts or Path(os.devnull)
+        # tunnels by remote port; the pool gives every connection to this host the same dict
+        self._tunnels: dict[int, OpenSSHTunnel] = {} if tunnels is None else tunnels
+        self._reconnect: Callable[[], SSHSession] = reconnect or (lambda: self)
         self.cache: dict[tuple[int, str], str] = {}  # small files read from the host, per connection
         self._home: str | None = None
         self._sftp: bool | None = None  # None: not tried yet on this connection
@@ -314,31 +326,82 @@ class SSHSession:
             await self._conn.run(f"kill -KILL -- -{group} 2>/dev/null", check=False)
 
     def forward(self, remote_port: int) -> int:
-        """A local port (on 127.0.0.1) tunnelled to 127.0.0.1:``remote_port`` on the host."""
-        known = self._forwards.get(remote_port)
-        if known is not None:
-            return known[0]
+        """A local port (on 127.0.0.1) tunnelled to 127.0.0.1:``remote_port`` on the host.
+
+        OpenSSH carries it where it can (:mod:`runhouse.compute.forward`); the tunnel outlives this
+        connection (the pool hands it to the next one to this host) and is reopened here, on the
+        same port, if it went down."""
+        tunnel = self._tunnels.get(remote_port)
+        if tunnel is None:
+            tunnel = self._tunnels[remote_port] = self._new_tunnel(remote_port)
+        return tunnel.open()
+
+    def tunnel(self, remote_port: int) -> OpenSSHTunnel | None:
+        """The tunnel to ``remote_port``, if one was opened (tests and benchmarks look at its pid)."""
+        return self._tunnels.get(remote_port)
+
+    def _new_tunnel(self, remote_port: int) -> OpenSSHTunnel:
+        why_not = openssh_usable(self.creds.password)
+        login: list[str] | None = None
+        env: dict[str, str] | None = None
+        if not why_not:
+            # the key was checked (and recorded) by asyncssh before this: OpenSSH must find it as is
+            strict = KnownHosts(self._known_hosts, STRICT)
+            login = openssh_argv(self.host, self.creds, strict)
+            if self.creds.password:
+                login = ["sshpass", "-e", *login[:-1], "-o", "PubkeyAuthentication=no", login[-1]]
+                env = {**os.environ, "SSHPASS": self.creds.password}
+            else:
+                login = [*login[:-1], "-o", "BatchMode=yes", login[-1]]
+
+        def fallback(local_port: int) -> tuple[int, Listener]:
+            return self._reconnect()._asyncssh_forward(local_port, remote_port)
+
+        return OpenSSHTunnel(self.where, remote_port, login, env, fallback, why_not)
+
+    def _asyncssh_forward(self, local_port: int, remote_port: int) -> tuple[int, Listener]:
+        """asyncssh's forward from 127.0.0.1:``local_port`` (0: any free port); bytes pass through
+        Python on our loop thread, so this is the slower way."""
 
         async def go() -> asyncssh.SSHListener:
-            return await self._conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port)
+            return await self._conn.forward_local_port("127.0.0.1", local_port, "127.0.0.1", remote_port)
 
         try:
             listener = self._runner.run(go(), 30)
         except (asyncssh.Error, OSError) as e:
             raise SSHError(f"opening a tunnel to port {remote_port} on {self.where} failed: {e}") from e
-        local_port = int(listener.get_port())
-        self._forwards[remote_port] = (local_port, listener)
-        return local_port
+
+        class Closing:
+            def close(self) -> None:
+                listener.close()
+
+        return int(listener.get_port()), Closing()
 
     def close_forward(self, remote_port: int) -> None:
-        known = self._forwards.pop(remote_port, None)
-        if known is not None:
-            self._runner.loop.call_soon_threadsafe(known[1].close)
+        """Stop the tunnel to ``remote_port`` (its ssh process, by pid)."""
+        tunnel = self._tunnels.pop(remote_port, None)
+        if tunnel is not None:
+            tunnel.close()
 
     def close(self) -> None:
-        for port in list(self._forwards):
+        for port in list(self._tunnels):
             self.close_forward(port)
         self._runner.loop.call_soon_threadsafe(self._conn.close)
+
+
+def openssh_argv(host: str, creds: SSHCreds, known: KnownHosts) -> list[str]:
+    """An ``ssh`` command line logging into ``host`` (``user@host`` last, no remote command), its
+    host key checked against ``known``; a key held in memory goes as its 0600 RAM copy."""
+    argv = ["ssh", "-p", str(creds.ssh_port), *known.openssh_options()]
+    key_file = creds.ssh_private_key
+    if creds.private_key_data:
+        key_file = str(memory_key_file(creds.private_key_data))
+    if key_file:
+        argv += ["-i", key_file, "-o", "IdentitiesOnly=yes"]
+    if creds.ssh_proxy_command:
+        argv += ["-o", f"ProxyCommand={creds.ssh_proxy_command}"]
+    argv.append(f"{creds.ssh_user}@{host}")
+    return argv
 
 
 class SSHPool:
@@ -348,6 +411,7 @@ class SSHPool:
         self._known_hosts = known_hosts
         self._runner: _LoopThread | None = None
         self._sessions: dict[tuple[str, ...], SSHSession] = {}
+        self._tunnels: dict[tuple[str, ...], dict[int, OpenSSHTunnel]] = {}
         self._lock = threading.Lock()
         atexit.register(self.close_all)
 
@@ -370,8 +434,13 @@ class SSHPool:
                 self._runner = _LoopThread()
             runner = self._runner
         conn = runner.run(self._connect(host, creds, timeout, known.check()), timeout + 10)
-        session = SSHSession(host, creds, conn, runner)
+
+        def reconnect() -> SSHSession:
+            return self.session(host, creds, timeout, host_key_policy)
+
         with self._lock:
+            tunnels = self._tunnels.setdefault(key, {})  # they outlive a lost connection
+            session = SSHSession(host, creds, conn, runner, self._known_hosts, tunnels, reconnect)
             self._sessions[key] = session
         return session
 
@@ -424,8 +493,11 @@ class SSHPool:
     def close_all(self) -> None:
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
+            tunnels, self._tunnels = [t for by_port in self._tunnels.values() for t in by_port.values()], {}
         for session in sessions:
             session.close()
+        for tunnel in tunnels:  # those whose connection was lost and not made again
+            tunnel.close()
 
 
 _POOLS: dict[Path, SSHPool] = {}
