@@ -160,6 +160,38 @@ class UsageHour(Base):
     last_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class UsageDay(Base):
+    """Usage events summed per day, cluster, user, kind and resource (``''`` for none).
+
+    ``day`` counts whole days since 1970-01-01 UTC. It serves ranges cut into whole days (the
+    dashboard's 30 and 90 days, through :mod:`runhouse.den.dashboard.sums`) and ``GET /v1/usage``
+    (:func:`runhouse.den.usage.aggregate`). Kept like ``usage_hours``; migration 0004 filled it."""
+
+    __tablename__ = "usage_days"
+    __table_args__ = (Index("ix_usage_days_cluster_day", "cluster", "day"),)
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(URI_LEN), primary_key=True)
+    username: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(URI_LEN), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(DateTime)
+    last_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class UsageCluster(Base):
+    """Every cluster URI that has usage, split into owner and name, so the rule of which clusters'
+    usage a user may see is applied to this short list once per request
+    (:func:`runhouse.den.usage.readable_clusters`) rather than to every usage row."""
+
+    __tablename__ = "usage_clusters"
+
+    cluster: Mapped[str] = mapped_column(String(URI_LEN), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(NAME_LEN))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+
+
 class DashboardSession(Base):
     """A browser signed in to the dashboard (see :mod:`runhouse.den.dashboard.sessions`).
 

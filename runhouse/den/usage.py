@@ -1,10 +1,15 @@
-"""Usage events (who brought which cluster up, tore it down, deployed or called what) and their
-aggregation, shared by ``GET /v1/usage`` and ``runhouse den usage``.
+"""Usage events (who brought which cluster up, tore it down, deployed or called what), their
+rollups, who may see which cluster's usage, and the aggregate shared by ``GET /v1/usage`` and
+``runhouse den usage``.
 
-Events are stored one row per report; the aggregate sums ``count`` per (user, cluster, kind,
-resource) with the first and last time seen. :func:`record` also adds each report to its hour's
-``usage_hours`` row in the same transaction, so the dashboard's charts read hourly sums instead of
-every event and always agree with them.
+Events are stored one row per report. :func:`record` also adds each report, in the same
+transaction, to its hour's ``usage_hours`` rows (per cluster, user and kind), its day's
+``usage_days`` rows (per cluster, user, kind and resource) and ``usage_clusters``, so readers sum a
+few rollup rows instead of every event and always agree with the events. Every event is stamped
+with the time it is recorded, so an hour or day that has passed never changes again.
+
+A user may see a cluster's usage if it is in their own namespace or they can read the resource of
+that name (:func:`readable_clusters`, the one place this rule is written).
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from runhouse.den import registry
 from runhouse.den.errors import InvalidInput
 from runhouse.den.limits import shown
-from runhouse.den.models import UsageEvent, UsageHour, utc_now
+from runhouse.den.models import Resource, UsageCluster, UsageDay, UsageEvent, UsageHour, User, utc_now
+from runhouse.den.names import parse_uri
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -79,8 +87,17 @@ def hour_of(at: datetime) -> int:
     return int((at - _EPOCH).total_seconds() // 3600)
 
 
+def day_of(at: datetime) -> int:
+    """Whole days since 1970-01-01 of a naive UTC time: the ``day`` of ``usage_days``."""
+    return int((at - _EPOCH).total_seconds() // 86400)
+
+
+def day_start(day: int) -> datetime:
+    return _EPOCH + timedelta(days=day)
+
+
 def record(session: Session, events: list[NewEvent]) -> int:
-    """Store ``events`` (all at one time, now) and add them to their hourly sums."""
+    """Store ``events`` (all at one time, now) and add them to their hour's and day's sums."""
     now = utc_now()
     session.add_all(
         UsageEvent(
@@ -88,49 +105,129 @@ def record(session: Session, events: list[NewEvent]) -> int:
         )
         for e in events
     )
-    sums: dict[tuple[str, str, str], int] = {}
+    hourly: dict[tuple[str, ...], int] = {}
+    daily: dict[tuple[str, ...], int] = {}
     for e in events:
-        key = (e.cluster, e.username, e.kind)
-        sums[key] = sums.get(key, 0) + e.count
-    if sums:
-        _add_hourly(session, hour_of(now), now, sums)
+        hourly[(e.cluster, e.username, e.kind)] = hourly.get((e.cluster, e.username, e.kind), 0) + e.count
+        key = (e.cluster, e.username, e.kind, e.resource or "")
+        daily[key] = daily.get(key, 0) + e.count
+    if events:
+        _upsert(session, UsageHour, ("hour", hour_of(now)), ("cluster", "username", "kind"), hourly, now)
+        _upsert(
+            session, UsageDay, ("day", day_of(now)), ("cluster", "username", "kind", "resource"), daily, now
+        )
+        _add_clusters(session, sorted({e.cluster for e in events}))
     return len(events)
 
 
-def _add_hourly(session: Session, hour: int, at: datetime, sums: dict[tuple[str, str, str], int]) -> None:
-    # One upsert; rows in key order so that concurrent reports lock shared rows in the same order
-    # (a deadlock that happens anyway is retried by Database.write).
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    later = func.greatest if dialect == "postgresql" else func.max  # SQLite's max(a, b) is scalar
+def _insert(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _upsert(
+    session: Session,
+    table: type[UsageHour] | type[UsageDay],
+    period: tuple[str, int],
+    names: tuple[str, ...],
+    sums: dict[tuple[str, ...], int],
+    at: datetime,
+) -> None:
+    """Add ``sums`` (key ``names`` -> count) to ``table``'s rows of one ``period``, in one upsert.
+    Rows go in key order so that concurrent reports lock shared rows in the same order (a deadlock
+    that happens anyway is retried by Database.write); every report writes hours, then days."""
+    later = (
+        func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
+    )  # SQLite's max(a, b) is scalar
     rows = [
-        {"hour": hour, "cluster": c, "username": u, "kind": k, "count": n, "first_at": at, "last_at": at}
-        for (c, u, k), n in sorted(sums.items())
+        {
+            period[0]: period[1],
+            **dict(zip(names, key, strict=True)),
+            "count": n,
+            "first_at": at,
+            "last_at": at,
+        }
+        for key, n in sorted(sums.items())
     ]
-    statement = insert(UsageHour).values(rows)
+    statement = _insert(session)(table).values(rows)
     session.execute(
         statement.on_conflict_do_update(
-            index_elements=[UsageHour.hour, UsageHour.cluster, UsageHour.username, UsageHour.kind],
+            index_elements=[period[0], *names],
             set_={
-                "count": UsageHour.count + statement.excluded.count,
-                "last_at": later(UsageHour.last_at, statement.excluded.last_at),
+                "count": table.count + statement.excluded.count,
+                "last_at": later(table.last_at, statement.excluded.last_at),
             },
         )
     )
 
 
-def aggregate(session: Session, cluster: str | None = None, since: datetime | None = None) -> list[Aggregate]:
-    keys = (UsageEvent.username, UsageEvent.cluster, UsageEvent.kind, UsageEvent.resource)
-    query = (
-        select(*keys, func.sum(UsageEvent.count), func.min(UsageEvent.at), func.max(UsageEvent.at))
-        .group_by(*keys)
-        .order_by(UsageEvent.cluster, UsageEvent.username, UsageEvent.kind, UsageEvent.resource)
+def _add_clusters(session: Session, clusters: list[str]) -> None:
+    rows = [{"cluster": c, "owner": parse_uri(c)[0], "name": parse_uri(c)[1]} for c in clusters]
+    session.execute(_insert(session)(UsageCluster).values(rows).on_conflict_do_nothing())
+
+
+def readable_clusters(session: Session, user_id: int, username: str) -> list[str]:
+    """The clusters with usage whose usage the user may see, sorted: those in their namespace and
+    those whose resource they can read, listed or not (``registry.readable_resources``, in SQL)."""
+    own = select(UsageCluster.cluster).where(UsageCluster.owner == username)
+    saved = registry.readable_resources(
+        select(UsageCluster.cluster).select_from(Resource), user_id, listed=False
+    ).where(UsageCluster.owner == User.username, UsageCluster.name == Resource.name)
+    return sorted(session.execute(union(own, saved)).scalars())
+
+
+def aggregate(
+    session: Session,
+    cluster: str | None = None,
+    since: datetime | None = None,
+    readable: list[str] | None = None,
+) -> list[Aggregate]:
+    """Counts per (user, cluster, kind, resource) with the first and last time seen, for one
+    ``cluster`` or all, of the ``readable`` clusters (all when None), from ``since`` or all time.
+
+    Whole days are summed from ``usage_days``; only the part of ``since``'s day after ``since`` is
+    summed from the events themselves, so the result is exact to the event."""
+    found: dict[tuple[str, str, str, str], list[Any]] = {}
+
+    def add(rows: Any) -> None:
+        for user, cl, kind, resource, count, first, last in rows:
+            key = (user, cl, kind, resource or "")
+            seen = found.get(key)
+            if seen is None:
+                found[key] = [int(count), first, last]
+            else:
+                seen[0] += int(count)
+                seen[1], seen[2] = min(seen[1], first), max(seen[2], last)
+
+    first_day = None if since is None else -(-(since - _EPOCH) // timedelta(days=1))  # ceiling
+    day_keys = (UsageDay.username, UsageDay.cluster, UsageDay.kind, UsageDay.resource)
+    days = select(
+        *day_keys, func.sum(UsageDay.count), func.min(UsageDay.first_at), func.max(UsageDay.last_at)
     )
-    if cluster is not None:
-        query = query.where(UsageEvent.cluster == cluster)
-    if since is not None:
-        query = query.where(UsageEvent.at >= since)
+    days = days.where(*_clusters(UsageDay.cluster, cluster, readable)).group_by(*day_keys)
+    if first_day is not None:
+        days = days.where(UsageDay.day >= first_day)
+    add(session.execute(days).tuples())
+    if since is not None and first_day is not None:
+        keys = (UsageEvent.username, UsageEvent.cluster, UsageEvent.kind, UsageEvent.resource)
+        head = (
+            select(*keys, func.sum(UsageEvent.count), func.min(UsageEvent.at), func.max(UsageEvent.at))
+            .where(*_clusters(UsageEvent.cluster, cluster, readable))
+            .where(and_(UsageEvent.at >= since, UsageEvent.at < day_start(first_day)))
+            .group_by(*keys)
+        )
+        add(session.execute(head).tuples())
     return [
-        Aggregate(user, cl, kind, resource, int(count), first, last)
-        for user, cl, kind, resource, count, first, last in session.execute(query).tuples()
+        Aggregate(user, cl, kind, resource or None, count, first, last)
+        for (user, cl, kind, resource), (count, first, last) in sorted(
+            found.items(), key=lambda item: (item[0][1], item[0][0], item[0][2], item[0][3])
+        )
     ]
+
+
+def _clusters(column: Any, cluster: str | None, readable: list[str] | None) -> list[Any]:
+    wanted = []
+    if cluster is not None:
+        wanted.append(column == cluster)
+    if readable is not None:
+        wanted.append(column.in_(readable))
+    return wanted

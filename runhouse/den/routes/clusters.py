@@ -10,20 +10,11 @@ from runhouse.den.auth import Caller
 from runhouse.den.errors import Forbidden, InvalidInput
 from runhouse.den.models import Heartbeat as HeartbeatRow
 from runhouse.den.models import as_utc, utc_now
-from runhouse.den.names import at_least, check_username, parse_uri, uri
+from runhouse.den.names import check_username, parse_uri, uri
 from runhouse.den.routes.deps import AnyToken, Db, UserToken
 from runhouse.den.schemas import MAX_EVENTS, ClusterStatus, Events, Heartbeat, Ok, Recorded, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["clusters"])
-
-
-def can_read_cluster(session: Session, caller: Caller, cluster_uri: str) -> bool:
-    """A user may see a cluster's usage if it is in their namespace or they can read it."""
-    owner, name = parse_uri(cluster_uri)
-    if owner == caller.username:
-        return True
-    resource = registry.find_resource(session, owner, name)
-    return resource is not None and at_least(registry.access_level(session, caller.user_id, resource), "read")
 
 
 def _require_write(session: Session, caller: Caller, cluster_uri: str) -> None:
@@ -74,29 +65,25 @@ async def post_events(body: Events, token: AnyToken, db: Db) -> Recorded:
 async def get_usage(
     token: UserToken, db: Db, cluster: str | None = None, since: str | None = None
 ) -> list[UsageRow]:
-    """Usage summed per user, cluster, kind and resource, for the clusters the caller can read."""
+    """Usage summed per user, cluster, kind and resource, for the clusters the caller can read
+    (``usage.readable_clusters``), from the daily rollup and the events of ``since``'s own day."""
     cluster_uri = uri(*parse_uri(cluster)) if cluster else None
     since_at = usage.parse_since(since) if since else None
 
     def read(session: Session, caller: Caller) -> list[UsageRow]:
-        readable: dict[str, bool] = {}
-        rows: list[UsageRow] = []
-        for a in usage.aggregate(session, cluster_uri, since_at):
-            if a.cluster not in readable:
-                readable[a.cluster] = can_read_cluster(session, caller, a.cluster)
-            if readable[a.cluster]:
-                rows.append(
-                    UsageRow(
-                        username=a.username,
-                        cluster=a.cluster,
-                        kind=a.kind,
-                        resource=a.resource,
-                        count=a.count,
-                        first=as_utc(a.first),  # type: ignore[arg-type]
-                        last=as_utc(a.last),  # type: ignore[arg-type]
-                    )
-                )
-        return rows
+        readable = usage.readable_clusters(session, caller.user_id, caller.username)
+        return [
+            UsageRow(
+                username=a.username,
+                cluster=a.cluster,
+                kind=a.kind,
+                resource=a.resource,
+                count=a.count,
+                first=as_utc(a.first),  # type: ignore[arg-type]
+                last=as_utc(a.last),  # type: ignore[arg-type]
+            )
+            for a in usage.aggregate(session, cluster_uri, since_at, readable)
+        ]
 
     return await db.read(token, read)
 
