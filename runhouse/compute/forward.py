@@ -105,7 +105,8 @@ class OpenSSHTunnel:
         self._why_not = why_not
         self.local_port = 0
         self.restarts = 0  # how many times the forward came back after dying (for tests, status)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # the ssh process, from its start
+        self._serving: subprocess.Popen[bytes] | None = None  # the same once it listens
         self._listener: Listener | None = None  # the asyncssh forward, when that is what serves
         self._closed = False
         self._gave_up = False
@@ -117,7 +118,7 @@ class OpenSSHTunnel:
     @property
     def pid(self) -> int | None:
         """The ssh process serving the forward now (None: the asyncssh fallback, or none)."""
-        proc = self._proc
+        proc = self._serving
         return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
@@ -172,7 +173,7 @@ class OpenSSHTunnel:
         first = True
         while not self._closed:
             began = time.monotonic()
-            reason = self._start()
+            reason = self._start(again=not first)
             if first:
                 first = False
                 if reason is not None:
@@ -180,8 +181,6 @@ class OpenSSHTunnel:
                 started.set()
                 if reason is not None:
                     return
-            elif reason is None:
-                self.restarts += 1
             if reason is None:
                 reason = self._wait()
             if self._closed:
@@ -217,7 +216,7 @@ class OpenSSHTunnel:
                 log.warning("the tunnel to %s port %d is down: %s", self.where, self.remote_port, e)
             self._gave_up = self._listener is None
 
-    def _start(self) -> str | None:
+    def _start(self, again: bool) -> str | None:
         """One ssh process, ready to forward: None, or why it could not be started."""
         assert self._login is not None
         port = self.local_port or _free_port()
@@ -246,6 +245,8 @@ class OpenSSHTunnel:
                 return f"ssh exited with code {proc.returncode}: {_tail(proc)}"
             if _listens(proc.pid, port):
                 self.local_port = port
+                self.restarts += again
+                self._serving = proc
                 return None
             time.sleep(0.01)
         _stop(proc)
