@@ -27,7 +27,7 @@ from runhouse.resources.code import code_spec, method_view, openapi_spec, signat
 from runhouse.resources.env import Env, env_from_config, resolve_env
 from runhouse.resources.mapping import run_chunks, shown
 from runhouse.resources.module import object_endpoint
-from runhouse.resources.replicas import env_on_node
+from runhouse.resources.replicas import env_on_node, place_all
 from runhouse.resources.resource import Resource
 from runhouse.resources.spmd import call_ranks, rank_envs
 
@@ -102,8 +102,7 @@ class Function(Resource):
         def place(r: int) -> str:
             return str(self._deploy(system, envs[r], f"{key}_rank_{r}", force_install).name)
 
-        with ThreadPoolExecutor(min(len(envs), 16), thread_name_prefix="rh-spmd-place") as pool:
-            keys = list(pool.map(place, range(len(envs))))
+        keys = place_all(len(envs), place)
         return Function(self._fn, key, system, env_obj, self.signature, spmd_ranks=keys)
 
     def get_or_to(self, system: Cluster, env: Env | str | None = None, name: str | None = None) -> Function:
@@ -201,8 +200,7 @@ class Function(Resource):
                     ).name
                 )
 
-            with ThreadPoolExecutor(nodes, thread_name_prefix="rh-map-place") as pool:
-                self._node_keys = list(pool.map(place, range(nodes)))
+            self._node_keys = place_all(nodes, place)
         return self._node_keys
 
     def _one_by_one(

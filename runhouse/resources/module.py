@@ -24,7 +24,6 @@ passed to remote functions and used there.
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cloudpickle
@@ -36,7 +35,7 @@ from runhouse.resources.calls import Options, RemoteCallable
 from runhouse.resources.cluster import Cluster, cluster_from_config
 from runhouse.resources.code import class_signature, code_spec, method_view, openapi_spec
 from runhouse.resources.env import Env, env_from_config, resolve_env
-from runhouse.resources.replicas import ReplicaPool, env_on_node
+from runhouse.resources.replicas import ReplicaPool, env_on_node, place_all
 from runhouse.resources.resource import Resource
 
 # Names of the stub's own API: never forwarded to the live object, even when its class has a
@@ -322,8 +321,7 @@ class _Stub(Module, Resource):
 
         nodes = len(self._rh_system.ips)
         if parallel and num_replicas > 1:
-            with ThreadPoolExecutor(min(num_replicas, 8)) as pool:
-                return ReplicaPool(pool.map(make, range(num_replicas)))
+            return ReplicaPool(place_all(num_replicas, make))
         return ReplicaPool(make(i) for i in range(num_replicas))
 
     def _rh_copy(self, system: Cluster, env: Env, name: str) -> Any:

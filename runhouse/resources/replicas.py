@@ -17,13 +17,29 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
 
 from runhouse.exceptions import ConfigError
 from runhouse.resources.calls import make_options, split_options
 from runhouse.resources.env import Env
 from runhouse.resources.mapping import run_chunks
+
+T = TypeVar("T")
+
+
+def place_all(count: int, place: Callable[[int], T]) -> list[T]:
+    """``[place(i) for i in range(count)]``, the first alone and the rest at once: the first
+    placement on a cluster starts the daemon's Ray driver, and concurrent first placements raced
+    that start (Ray's "called ray.init twice")."""
+    if count < 1:
+        return []
+    first = place(0)
+    if count == 1:
+        return [first]
+    with ThreadPoolExecutor(min(count - 1, 16), thread_name_prefix="rh-place") as pool:
+        return [first, *pool.map(place, range(1, count))]
 
 
 def env_on_node(env: Env, name: str, node: int) -> Env:

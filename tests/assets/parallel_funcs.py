@@ -14,8 +14,8 @@ def square(x):
 
 
 def where(x=None):
-    """Which process and host ran this item."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "x": x}
+    """Which process and host ran this item (the SSH test hosts share a hostname: each has its own HOME)."""
+    return {"pid": os.getpid(), "home": os.environ.get("HOME"), "x": x}
 
 
 def fail_at(x, bad):
@@ -60,6 +60,9 @@ class Replica:
         time.sleep(seconds)
         return os.getpid()
 
+    def home(self):
+        return os.environ.get("HOME")
+
     async def async_where(self):
         await asyncio.sleep(0.01)
         return os.getpid()
@@ -73,7 +76,12 @@ SPMD_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
 
 def rank_info(tag):
     """This rank's SPMD variables, its pid and a tag: each rank must see its own."""
-    return {"tag": tag, "pid": os.getpid(), **{k: os.environ.get(k) for k in SPMD_VARS}}
+    return {
+        "tag": tag,
+        "pid": os.getpid(),
+        "home": os.environ.get("HOME"),
+        **{k: os.environ.get(k) for k in SPMD_VARS},
+    }
 
 
 def rendezvous(timeout=30.0):
