@@ -31,6 +31,8 @@ _EXPORTS = {
     "RemoteResult": "runhouse.resources.calls",
     "Cluster": "runhouse.resources.cluster",
     "cluster": "runhouse.resources.cluster",
+    "OnDemandCluster": "runhouse.resources.ondemand",
+    "ondemand_cluster": "runhouse.resources.ondemand",
     "Env": "runhouse.resources.env",
     "CondaEnv": "runhouse.resources.env",
     "env": "runhouse.resources.env",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
     from runhouse.resources.folder import Folder, folder
     from runhouse.resources.function import Function, function
     from runhouse.resources.module import Module, RemoteModule, module
+    from runhouse.resources.ondemand import OnDemandCluster, ondemand_cluster
     from runhouse.resources.package import Package, package
     from runhouse.resources.resource import Resource
     from runhouse.resources.secret import Secret, provider_secret, secret

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from runhouse.cli import den, login, server
+from runhouse.cli import cluster, den, login, server
 
 app = typer.Typer(
     name="runhouse",
@@ -15,6 +15,7 @@ app = typer.Typer(
 server.register(app)
 den.register(app)
 login.register(app)
+cluster.register(app)
 
 
 def main() -> None:

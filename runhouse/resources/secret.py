@@ -14,6 +14,10 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,28 @@ PROVIDERS: dict[str, dict[str, Any]] = {
         "env": {"token": "HF_TOKEN"},
     },
     "kubeconfig": {"paths": ["~/.kube/config"], "keys": ("kubeconfig",)},
+    "kubernetes": {"paths": ["~/.kube/config"], "keys": ("kubeconfig",)},
     "gcp": {"paths": ["~/.config/gcloud/application_default_credentials.json"], "keys": ("credentials",)},
+    # a service principal: the variables the Azure SDKs' EnvironmentCredential reads
+    "azure": {
+        "paths": [],
+        "keys": ("client_id", "client_secret", "tenant_id", "subscription_id"),
+        "env": {
+            "client_id": "AZURE_CLIENT_ID",
+            "client_secret": "AZURE_CLIENT_SECRET",
+            "tenant_id": "AZURE_TENANT_ID",
+            "subscription_id": "AZURE_SUBSCRIPTION_ID",
+        },
+    },
+}
+
+# The variable each provider's tools read to find their credentials file (SkyPilot and the clouds'
+# SDKs honour them), so a launch can use a secret without it being in the usual place.
+FILE_VARIABLES = {
+    "aws": "AWS_SHARED_CREDENTIALS_FILE",
+    "gcp": "GOOGLE_APPLICATION_CREDENTIALS",
+    "kubeconfig": "KUBECONFIG",
+    "kubernetes": "KUBECONFIG",
 }
 
 
@@ -121,11 +146,18 @@ class Secret(Resource):
             return {path or "~/.aws/credentials": text}
         if self.provider == "ssh" and values.get("private_key"):
             return {path or f"~/.ssh/{local_name(self.name or 'ssh')}": values["private_key"]}
-        single = {"huggingface": "token", "kubeconfig": "kubeconfig", "gcp": "credentials"}
+        single = {
+            "huggingface": "token",
+            "kubeconfig": "kubeconfig",
+            "kubernetes": "kubeconfig",
+            "gcp": "credentials",
+        }
         if self.provider in single and values.get(single[self.provider]):
-            default = {"huggingface": "~/.cache/huggingface/token", "kubeconfig": "~/.kube/config"}.get(
-                self.provider, "~/.config/gcloud/application_default_credentials.json"
-            )
+            default = {
+                "huggingface": "~/.cache/huggingface/token",
+                "kubeconfig": "~/.kube/config",
+                "kubernetes": "~/.kube/config",
+            }.get(self.provider, "~/.config/gcloud/application_default_credentials.json")
             return {path or default: values[single[self.provider]]}
         if path:
             return {path: json.dumps(values)}
@@ -138,8 +170,43 @@ class Secret(Resource):
         mapping = PROVIDERS.get(self.provider, {}).get("env", {})
         return {mapping[k]: v for k, v in self.values.items() if k in mapping}
 
+    @contextmanager
+    def provider_env(self) -> Iterator[dict[str, str]]:
+        """The environment a provider's tools need to use this secret from this machine, for the
+        duration of a ``with`` block: its file (``~/.aws/credentials`` text, a kubeconfig, ...) is
+        written to a fresh 0700 folder as a 0600 file that the provider's variable
+        (``AWS_SHARED_CREDENTIALS_FILE``, ``KUBECONFIG``, ...) names, and removed when the block ends;
+        values with variables of their own (Azure's service principal) are passed as those.
+        So a teammate granted a Den secret launches with it without the credentials on their disk."""
+        variable = FILE_VARIABLES.get(self.provider or "")
+        env = self.env_vars()
+        files = self.files()
+        if variable is None and not env:
+            raise ConfigError(
+                f"secret {self.name!r} (provider {self.provider!r}) is not cloud credentials; "
+                f"use a secret of provider {', '.join(sorted({*FILE_VARIABLES, 'azure'}))}"
+            )
+        folder = Path(tempfile.mkdtemp(prefix="rh-creds-", dir=_private_tmp()))
+        try:
+            if variable is not None:
+                if not files:
+                    raise ConfigError(f"secret {self.name!r} has no {self.provider} credentials in it")
+                path = folder / "credentials"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(next(iter(files.values())))
+                env[variable] = str(path)
+            yield env
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def __repr__(self) -> str:
         return f"<Secret {self.name!r} provider={self.provider!r} keys={sorted(self.values)}>"
+
+
+def _private_tmp() -> str | None:
+    """Memory-backed /dev/shm where there is one (the file never reaches a disk), else the default."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _read_provider_file(provider: str, path: Path) -> dict[str, str]:
@@ -160,8 +227,12 @@ def _read_provider_file(provider: str, path: Path) -> dict[str, str]:
 def provider_secret(
     provider: str, values: dict[str, str] | None = None, path: str | None = None, name: str | None = None
 ) -> Secret:
-    """Credentials of a known provider (``ssh``, ``aws``, ``huggingface``, ``kubeconfig``, ``gcp``),
-    from ``values`` and/or the provider's usual file (or ``path``)."""
+    """Credentials of a known provider (``ssh``, ``aws``, ``gcp``, ``azure``, ``kubernetes`` (or
+    ``kubeconfig``), ``huggingface``), from ``values`` and/or the provider's usual file (or ``path``).
+
+    ``rh.provider_secret("aws").save()`` puts this machine's AWS credentials in Den; a teammate it
+    is shared with launches with them (``rh.cluster(..., provider="aws", provider_secret="/me/aws")``)
+    without having them on disk."""
     if provider not in PROVIDERS:
         raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}")
     merged: dict[str, str] = {}
@@ -174,9 +245,13 @@ def provider_secret(
     else:
         if path:
             raise ConfigError(f"{path} does not exist")
+    if not merged and not path:  # e.g. Azure's service principal, usually in the environment
+        variables = PROVIDERS[provider].get("env", {})
+        merged.update({k: os.environ[v] for k, v in variables.items() if os.environ.get(v)})
     merged.update(values or {})
     if not merged:
-        raise ConfigError(f"no {provider} credentials given and none found in {', '.join(candidates)}")
+        where = ", ".join([*candidates, *PROVIDERS[provider].get("env", {}).values()])
+        raise ConfigError(f"no {provider} credentials given and none found in {where}")
     return Secret(name or provider, merged, provider)
 
 

@@ -1,0 +1,170 @@
+"""On-demand clusters through SkyPilot, on network-namespace SSH hosts instead of a cloud.
+
+SkyPilot's own objects, optimizer, catalog (tests/compute/skylab.py writes it) and cluster records
+run for real; only the backend's steps that reach a cloud are replaced (skylab.netns_backend), so
+our bootstrap, calls, status and teardown after them are real.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import skylab
+import sshlab
+import user_funcs as uf
+from conftest import free_port
+from typer.testing import CliRunner
+
+import runhouse as rh
+from runhouse.exceptions import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sky_home(tmp_path_factory):
+    """SkyPilot's home for this module (it reads HOME once, when first imported)."""
+    old = os.environ.get("HOME")
+    skylab.sky_home(tmp_path_factory.mktemp("sky-home"))
+    yield
+    if old is not None:
+        os.environ["HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def served():
+    with sshlab.lab(n=2) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def cloud(sky_home, served):
+    hosts = served[0]
+    made = skylab.Cloud(hosts=list(hosts.hosts), private_key=hosts.private_key)
+    yield from skylab.install(made)
+
+
+def _a10x(**kwargs):
+    kwargs.setdefault("server_port", free_port())
+    return rh.cluster(name="rh-a10x", instance_type="A10G:1", provider="aws", **kwargs)
+
+
+def test_arguments_are_validated_by_skypilot(sky_home):
+    with pytest.raises(ConfigError, match="SkyPilot refused.*nope.huge"):
+        rh.cluster(name="x", instance_type="nope.huge", provider="aws")
+    with pytest.raises(ConfigError, match="disk_size"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="aws", disk_size=-5)
+    with pytest.raises(ConfigError, match="provider='azur'"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="azur")
+    with pytest.raises(ConfigError, match="not supported yet"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="aws", num_nodes=2)
+    with pytest.raises(ConfigError, match="ssh_creds"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="aws", ssh_creds={"ssh_user": "me"})
+    with pytest.raises(ConfigError, match="unknown rh.cluster argument"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="aws", colour="blue")
+    with pytest.raises(ConfigError, match="namespace"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="aws", namespace="ml")
+
+
+def test_config_round_trip_keeps_every_argument(sky_home):
+    made = rh.ondemand_cluster(
+        name="rt",
+        instance_type="A10G:1",
+        provider="aws",
+        num_instances=1,
+        use_spot=True,
+        region="us-east-1",
+        zone="us-east-1a",
+        disk_size=200,
+        image_id="docker:python:3.11-slim",
+        memory="16+",
+        open_ports=[8080],
+        autostop_mins=45,
+    )
+    config = made.config()
+    assert config["resource_subtype"] == "OnDemandCluster"
+    rebuilt = rh.OnDemandCluster.from_config(config)
+    assert isinstance(rebuilt, rh.OnDemandCluster) and rebuilt.config() == config
+    made.save("~/rt")
+    loaded = rh.cluster(name="~/rt")
+    assert isinstance(loaded, rh.OnDemandCluster)
+    assert {k: v for k, v in loaded.config().items() if k != "rns_address"} == {
+        k: v for k, v in config.items() if k != "rns_address"
+    }
+    with pytest.raises(ConfigError, match="no machines yet"):
+        loaded.keys()
+    assert not loaded.is_up()
+
+
+def test_seed_line_launches_serves_and_tears_down(cloud, served, capfd):
+    hosts = served[0]
+    gpu = _a10x(autostop_mins=30).up_if_not()
+    try:
+        out = capfd.readouterr()
+        text = out.out + out.err
+        assert "g5.xlarge" in text  # SkyPilot's optimizer chose from the catalog and said so
+        assert len(cloud.provisioned) == 1
+        chosen = cloud.provisioned[0].resources
+        assert chosen.instance_type == "g5.xlarge" and chosen.region == "us-east-1"  # the cheaper region
+        assert cloud.autostop["rh-a10x"] == 30  # SkyPilot stops the machines too
+        assert gpu.ips == [cloud.provisioned[0].host]
+
+        remote_add = rh.function(uf.add).to(gpu)
+        assert remote_add(1, 2) == 3
+
+        status = gpu.status()
+        assert status["sky"]["status"] == "UP"
+        assert status["sky"]["autostop_mins"] == 30
+        assert "g5.xlarge" in status["sky"]["resources"]
+
+        # up_if_not reuses the running machines and daemon; a fresh handle does too
+        gpu.up_if_not()
+        again = _a10x(server_port=gpu.server_port).up_if_not()
+        assert len(cloud.provisioned) == 1
+        assert rh.function(uf.add).to(again)(2, 3) == 5
+
+        listed = CliRunner().invoke(_app(), ["cluster", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert "rh-a10x" in listed.output and "UP" in listed.output
+    finally:
+        gpu.teardown()
+    assert cloud.terminated == ["rh-a10x"]
+    assert gpu.status()["sky"] is None and not gpu.is_up()
+    host = next(h for h in hosts.hosts if h.address == cloud.provisioned[0].host)
+    assert "runhouse.server" not in hosts.ssh(host, "ps -eo args").stdout  # our daemon is gone too
+
+
+def test_cli_down_terminates(cloud, served):
+    made = rh.cluster(name="rh-cpu", instance_type="CPU:2", provider="aws", server_port=free_port()).up()
+    assert made.is_up()
+    assert cloud.provisioned[-1].resources.instance_type == "m6i.large"  # CPU:2 -> the 2-vCPU type
+    result = CliRunner().invoke(_app(), ["cluster", "down", "rh-cpu"])
+    assert result.exit_code == 0, result.output
+    assert "rh-cpu" in cloud.terminated
+    assert not made.is_up()
+    result = CliRunner().invoke(_app(), ["cluster", "down", "rh-cpu"])
+    assert result.exit_code == 1 and "no cluster 'rh-cpu'" in result.output
+
+
+def _app():
+    from runhouse.cli import app
+
+    return app
+
+
+def test_install_hint_without_skypilot(tmp_path):
+    """Without the extra, an on-demand cluster says how to get it (and nothing else breaks)."""
+    blocker = tmp_path / "sky.py"
+    blocker.write_text("raise ImportError('no skypilot here')\n")
+    code = (
+        "import runhouse as rh\n"
+        "try:\n"
+        "    rh.cluster(name='x', instance_type='A10G:1', provider='aws')\n"
+        "except rh.ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run([os.sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert 'pip install "runhouse[sky]"' in out.stdout, out.stdout + out.stderr
