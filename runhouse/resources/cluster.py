@@ -545,6 +545,10 @@ class Cluster(Resource):
 
 def cluster_from_config(config: dict[str, Any]) -> Cluster:
     """The cluster a nested config describes (of its own kind, remembering where it is saved)."""
+    if config.get("resource_subtype") == "OnDemandCluster":
+        from runhouse.resources import ondemand  # noqa: PLC0415 - ondemand imports this module
+
+        return ondemand.from_config(config)
     return cast(Cluster, Cluster.from_config(config))
 
 
@@ -616,11 +620,8 @@ def cluster(
     The original's ``ips=`` (for ``host=``), ``server_host=`` (what it would bind anyway) and
     ``dryrun=`` (a handle never connects until used) are accepted.
     """
-    if instance_type is not None or provider is not None:
-        raise ConfigError(
-            f"on-demand clusters (instance_type={instance_type!r}, provider={provider!r}) need a cloud "
-            "launcher, which this installation does not have; use host='localhost' or an existing host"
-        )
+    if instance_type is not None or provider is not None or set(kwargs) & ONDEMAND_ARGUMENTS:
+        return _ondemand(locals())
     if kwargs:
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
     if ips is not None:  # the original's name for the hosts
@@ -628,8 +629,10 @@ def cluster(
             raise ConfigError("give the hosts once: host= or ips=, not both")
         host = list(ips)
     if host is None and name is not None:
+        from runhouse.resources import ondemand  # noqa: PLC0415 - ondemand imports this module
+
         try:
-            return Cluster.load(name)
+            return ondemand.load_cluster(name)  # of the class it was saved as
         except ObjectNotFound as e:
             raise ConfigError(
                 f"rh.cluster needs host= (e.g. host='localhost') for a new cluster; {e.args[0]}"
@@ -655,6 +658,61 @@ def cluster(
             f"{connection!r}); server_host={server_host!r} cannot be honoured"
         )
     return made
+
+
+# rh.cluster's arguments that only on-demand clusters take (rh.ondemand_cluster's, through SkyPilot)
+ONDEMAND_ARGUMENTS = frozenset(
+    {
+        "num_nodes",
+        "num_instances",
+        "use_spot",
+        "region",
+        "zone",
+        "disk_size",
+        "image_id",
+        "memory",
+        "cpus",
+        "gpus",
+        "open_ports",
+        "namespace",
+        "context",
+        "provider_secret",
+    }
+)
+
+
+def _ondemand(args: dict[str, Any]) -> Cluster:
+    """``rh.cluster(...)`` with ``instance_type=``/``provider=``: an on-demand cluster; refuses what
+    only a cluster of given hosts takes."""
+    from runhouse.resources import ondemand  # noqa: PLC0415 - ondemand imports this module
+
+    unknown = sorted(set(args["kwargs"]) - ONDEMAND_ARGUMENTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown rh.cluster argument(s): {', '.join(unknown)}; on-demand clusters take "
+            f"{', '.join(sorted(ONDEMAND_ARGUMENTS))}"
+        )
+    static = {
+        k: args[k] for k in ("host", "ips", "ssh_creds", "python", "server_host") if args[k] is not None
+    }
+    if static:
+        raise ConfigError(
+            f"{', '.join(sorted(static))}: not for on-demand clusters (SkyPilot picks and reports the "
+            "machines); drop them, or drop instance_type=/provider= for machines you have"
+        )
+    passed = {
+        k: args[k]
+        for k in ("server_port", "server_connection_type", "default_env", "autostop_mins")
+        if args[k] is not None
+    }
+    return ondemand.ondemand_cluster(
+        name=args["name"],
+        instance_type=args["instance_type"],
+        provider=args["provider"],
+        den_auth=args["den_auth"],
+        **passed,
+        **args["kwargs"],
+    )
 
 
 def here() -> Cluster:
