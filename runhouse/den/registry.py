@@ -112,22 +112,21 @@ def access_level(session: Session, user_id: int, resource: Resource) -> Level:
 Q = TypeVar("Q", bound=Select)
 
 
-def readable_resources(query: Q, user_id: int, listed: bool = True) -> Q:
-    """``query`` (selecting from ``resources``) joined to owners (``User``) and the user's share
-    (``Share``, for ``level_of``) and kept to the resources the user may list, or with
-    ``listed=False`` all they may read: :func:`level_of` in SQL. Listed are their own, those shared
-    with them (not denied) and public ones; readable adds unlisted ones."""
+def readable_resources(query: Q, user_id: int, listed: bool = True, owner_joined: bool = False) -> Q:
+    """``query`` (selecting from ``resources``) joined to owners (``User``; pass ``owner_joined``
+    when ``query`` already joins them) and the user's share (``Share``, for ``level_of``) and kept
+    to the resources the user may list, or with ``listed=False`` all they may read: :func:`level_of`
+    in SQL. Listed are their own, those shared with them (not denied) and public ones; readable adds
+    unlisted ones."""
     share = Share.access_level
     by_all = ("public",) if listed else _READ_BY_ALL
-    return (
-        query.join(User, Resource.owner_id == User.id)
-        .outerjoin(Share, and_(Share.resource_id == Resource.id, Share.user_id == user_id))
-        .where(
-            or_(
-                Resource.owner_id == user_id,
-                share.in_(("read", "write")),
-                and_(share.is_(None), Resource.visibility.in_(by_all)),
-            )
+    if not owner_joined:
+        query = query.join(User, Resource.owner_id == User.id)
+    return query.outerjoin(Share, and_(Share.resource_id == Resource.id, Share.user_id == user_id)).where(
+        or_(
+            Resource.owner_id == user_id,
+            share.in_(("read", "write")),
+            and_(share.is_(None), Resource.visibility.in_(by_all)),
         )
     )
 

@@ -169,9 +169,14 @@ def readable_clusters(session: Session, user_id: int, username: str) -> list[str
     """The clusters with usage whose usage the user may see, sorted: those in their namespace and
     those whose resource they can read, listed or not (``registry.readable_resources``, in SQL)."""
     own = select(UsageCluster.cluster).where(UsageCluster.owner == username)
-    saved = registry.readable_resources(
-        select(UsageCluster.cluster).select_from(Resource), user_id, listed=False
-    ).where(UsageCluster.owner == User.username, UsageCluster.name == Resource.name)
+    # From the short cluster list to each one's resource by the (owner_id, name) unique index.
+    named = (
+        select(UsageCluster.cluster)
+        .select_from(UsageCluster)
+        .join(User, User.username == UsageCluster.owner)
+        .join(Resource, and_(Resource.owner_id == User.id, Resource.name == UsageCluster.name))
+    )
+    saved = registry.readable_resources(named, user_id, listed=False, owner_joined=True)
     return sorted(session.execute(union(own, saved)).scalars())
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from runhouse.den import registry
 from runhouse.den.auth import Caller
-from runhouse.den.dashboard import charts, queries
+from runhouse.den.dashboard import charts, queries, sums
 from runhouse.den.dashboard.web import SECURITY_HEADERS, Web
 from runhouse.den.errors import InvalidInput
 from runhouse.den.models import utc_now
@@ -103,13 +103,13 @@ def view(
     )
 
 
-def window(range_name: str) -> queries.Window:
+def window(range_name: str) -> sums.Window:
     """The range ending at the end of the current bucket (so buckets stay put as time passes)."""
     span, buckets = RANGES[range_name]
     step_s = span.total_seconds() / buckets
     now_s = (utc_now() - datetime(1970, 1, 1)).total_seconds()
     end = datetime(1970, 1, 1) + timedelta(seconds=(now_s // step_s + 1) * step_s)
-    return queries.Window(end - span, end, buckets)
+    return sums.Window(end - span, end, buckets)
 
 
 def _cluster_arg(value: str) -> str | None:
@@ -117,10 +117,10 @@ def _cluster_arg(value: str) -> str | None:
 
 
 def _usage_page(
-    db: DbSession, caller: Caller, range_name: str, by: str, cluster: str | None
+    db: DbSession, caller: Caller, range_name: str, by: str, cluster: str | None, closed: sums.ClosedBuckets
 ) -> dict[str, Any]:
     w = window(range_name)
-    found = queries.usage(db, caller, w, by, cluster)
+    found = sums.usage(db, caller, w, by, cluster, closed)
     starts = w.bucket_starts()
     drawn = []
     for kind, title in KINDS:
@@ -151,7 +151,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
             if resource.resource_type != "cluster":
                 raise InvalidInput(f"{uri(owner, name)} is a {resource.resource_type}, not a cluster")
             status, seen = queries.heartbeat(db, resource)
-            found = queries.usage(db, caller, window("7d"), "user", uri(owner, name))
+            found = sums.usage(db, caller, window("7d"), "user", uri(owner, name), web.closed)
             cluster = view(owner, name, resource.visibility, status, seen)
             return {"cluster": cluster, "table": found.table, "rows": found.rows, "by": "user"}
 
@@ -163,7 +163,9 @@ def add_routes(router: APIRouter, web: Web) -> None:
         range_name = range if range in RANGES else "7d"
         by = by if by in ("user", "cluster") else "user"
         chosen = _cluster_arg(cluster)
-        data = await web.read(session, lambda db, caller: _usage_page(db, caller, range_name, by, chosen))
+        data = await web.read(
+            session, lambda db, caller: _usage_page(db, caller, range_name, by, chosen, web.closed)
+        )
         context = {**data, "range": range_name, "ranges": list(RANGES), "by": by, "cluster": chosen or ""}
         return web.page(request, session, "usage.html", context)
 
@@ -172,7 +174,7 @@ def add_routes(router: APIRouter, web: Web) -> None:
         session = await web.session(request)
         range_name = range if range in RANGES else "7d"
         rows = await web.read(
-            session, lambda db, caller: list(queries.usage_rows(db, caller, window(range_name)))
+            session, lambda db, caller: list(sums.usage_rows(db, caller, window(range_name)))
         )
 
         def lines() -> Iterator[str]:

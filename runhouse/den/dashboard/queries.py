@@ -3,31 +3,29 @@
 The API's functions (:mod:`runhouse.den.registry`) load whole rows, configs included, which is
 right for one resource and too slow for a page out of 10,000; these select only the columns a page
 shows, a page at a time. Who may see what is the API's rule, from the one place it is written:
-``registry.readable_resources`` (in SQL) and ``registry.level_of``. Usage is read from the hourly
-sums in ``usage_hours``, not from the raw events.
+``registry.readable_resources`` (in SQL) and ``registry.level_of``. Usage is read by
+:mod:`~runhouse.den.dashboard.sums`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from runhouse.den import registry
 from runhouse.den.auth import Caller
-from runhouse.den.models import Heartbeat, Resource, ResourceVersion, Share, Token, UsageHour, User
+from runhouse.den.models import Heartbeat, Resource, ResourceVersion, Share, Token, User
 from runhouse.den.names import Level
 
 Q = TypeVar("Q", bound=Select)
 Scope = Literal["all", "mine", "shared", "public"]
 SCOPES: tuple[str, ...] = ("all", "mine", "shared", "public")
 PAGE_SIZE = 50
-_EPOCH = datetime(1970, 1, 1)
 
 
 def _visible(query: Q, caller: Caller, scope: str) -> Q:
@@ -182,111 +180,6 @@ def _status(text: str | None) -> dict[str, Any] | None:
 def tokens(session: Session, caller: Caller) -> list[Token]:
     query = select(Token).where(Token.user_id == caller.user_id).order_by(Token.created_at.desc(), Token.id)
     return list(session.execute(query).scalars())
-
-
-def _readable_usage(caller: Caller) -> ColumnElement[bool]:
-    """Usage rows of clusters the caller may read (the rule of ``GET /v1/usage``): in their own
-    namespace, or a saved resource they can read (listed or not)."""
-    uris = registry.readable_resources(
-        select(literal("/") + User.username + "/" + Resource.name).select_from(Resource),
-        caller.user_id,
-        listed=False,
-    )
-    return or_(
-        UsageHour.cluster.startswith(f"/{caller.username}/", autoescape=True), UsageHour.cluster.in_(uris)
-    )
-
-
-@dataclass(frozen=True)
-class Window:
-    """A time range of the usage page, cut into ``buckets`` equal slices."""
-
-    start: datetime
-    end: datetime
-    buckets: int
-
-    @property
-    def step(self) -> timedelta:
-        return (self.end - self.start) / self.buckets
-
-    def bucket_starts(self) -> list[datetime]:
-        return [self.start + self.step * i for i in range(self.buckets)]
-
-
-MAX_TABLE_ROWS = 200
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Counts per time bucket, kind and user or cluster, and their sums: the table behind the charts."""
-
-    series: dict[tuple[str, str], list[int]]  # (kind, user or cluster) -> count per bucket
-    table: list[tuple[str, str, int, datetime, datetime]]  # user or cluster, kind, count, first, last
-    rows: int  # rows the table would have before :data:`MAX_TABLE_ROWS`
-
-
-def _hours(
-    caller: Caller, window: Window, cluster: str | None
-) -> tuple[ColumnElement[Any], ColumnElement[bool]]:
-    """The bucket of a ``usage_hours`` row, and the filter to the caller's rows in ``window``."""
-    start_h, step_h = (int(t.total_seconds()) // 3600 for t in (window.start - _EPOCH, window.step))
-    if (
-        start_h * 3600 != (window.start - _EPOCH).total_seconds()
-        or step_h * 3600 != window.step.total_seconds()
-    ):
-        raise ValueError(f"usage is summed per hour; {window} is not cut in whole hours")
-    wanted = and_(
-        UsageHour.hour >= start_h,
-        UsageHour.hour < start_h + step_h * window.buckets,
-        _readable_usage(caller),
-    )
-    if cluster is not None:
-        wanted = and_(wanted, UsageHour.cluster == cluster)
-    return (UsageHour.hour - start_h) // step_h, wanted
-
-
-def usage(session: Session, caller: Caller, window: Window, by: str, cluster: str | None = None) -> Usage:
-    """Usage the caller may see in ``window``, per bucket for charts (``by`` ``user`` or
-    ``cluster``) and summed per user or cluster and kind for the table (the busiest rows), from the
-    hourly sums."""
-    bucket, wanted = _hours(caller, window, cluster)
-    key = UsageHour.username if by == "user" else UsageHour.cluster
-    grouped = (
-        select(
-            UsageHour.kind,
-            key,
-            bucket,
-            func.sum(UsageHour.count),
-            func.min(UsageHour.first_at),
-            func.max(UsageHour.last_at),
-        )
-        .where(wanted)
-        .group_by(UsageHour.kind, key, bucket)
-    )
-    series: dict[tuple[str, str], list[int]] = {}
-    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for kind, name, index, count, first, last in session.execute(grouped).tuples():
-        counts = series.setdefault((kind, name), [0] * window.buckets)
-        counts[min(max(int(index), 0), window.buckets - 1)] += int(count)
-        seen_first, seen_last = spans.get((kind, name), (first, last))
-        spans[(kind, name)] = (min(seen_first, first), max(seen_last, last))
-    table = sorted(
-        ((name, kind, sum(counts), *spans[(kind, name)]) for (kind, name), counts in series.items()),
-        key=lambda row: (-row[2], row[0], row[1]),
-    )
-    return Usage(series, table[:MAX_TABLE_ROWS], len(table))
-
-
-def usage_rows(session: Session, caller: Caller, window: Window) -> Iterable[tuple[str, str, str, str, int]]:
-    """For the CSV export: (bucket start, user, cluster, kind, count), oldest first, from the hourly sums."""
-    bucket, wanted = _hours(caller, window, None)
-    keys = (bucket, UsageHour.username, UsageHour.cluster, UsageHour.kind)
-    query = select(*keys, func.sum(UsageHour.count)).where(wanted).group_by(*keys).order_by(*keys)
-    starts = window.bucket_starts()
-    return [
-        (starts[min(max(int(i), 0), window.buckets - 1)].isoformat() + "Z", u, c, k, int(n))
-        for i, u, c, k, n in session.execute(query).tuples()
-    ]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from runhouse.den.auth import USER_SCOPE, Caller
 from runhouse.den.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
+from runhouse.den.dashboard.sums import ClosedBuckets
 from runhouse.den.db import Database
 from runhouse.den.errors import DenError, status_for
 from runhouse.den.models import Token, utc_now
@@ -63,12 +64,14 @@ def _environment() -> Environment:
 
 
 class Web:
-    """The dashboard's state: the database, open sessions and the template environment."""
+    """The dashboard's state: the database, open sessions, the template environment and the usage
+    sums that can no longer change."""
 
     def __init__(self, db: Database, key: bytes) -> None:
         self.db = db
         self.sessions = SessionStore(db, key)
         self.env = _environment()
+        self.closed = ClosedBuckets()
 
     def html(self, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         body = self.env.get_template(name).render(**context)
