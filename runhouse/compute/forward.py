@@ -25,6 +25,7 @@ fraction of the link's speed: every byte passes through Python (our SSH loop thr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -275,17 +276,21 @@ def openssh_usable(password: str | None) -> str:
 
 
 def _listens(pid: int, port: int) -> bool:
-    """Whether process ``pid`` listens on 127.0.0.1:``port`` (so the port is ours, not a stranger's)."""
+    """Whether process ``pid`` (ssh, or sshpass and the ssh it runs) listens on 127.0.0.1:``port``,
+    so the port is ours and not a stranger's."""
     try:
-        process = psutil.Process(pid)
-        conns = (
-            process.net_connections("tcp4")
-            if hasattr(process, "net_connections")
-            else process.connections("tcp4")
-        )
+        root = psutil.Process(pid)
+        for process in (root, *root.children(recursive=True)):
+            conns = (
+                process.net_connections("tcp4")
+                if hasattr(process, "net_connections")
+                else process.connections("tcp4")
+            )
+            if any(c.status == psutil.CONN_LISTEN and c.laddr[:2] == ("127.0.0.1", port) for c in conns):
+                return True
     except psutil.Error:
         return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr[:2] == ("127.0.0.1", port) for c in conns)
+    return False
 
 
 def _free_port() -> int:
@@ -309,14 +314,26 @@ def _tail(proc: subprocess.Popen[bytes]) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
-    """Stop one process by its pid: SIGTERM, then SIGKILL after ``grace_s``."""
+    """Stop one process by its pid (and the ssh that sshpass runs): SIGTERM, then SIGKILL after
+    ``grace_s``."""
     if proc.poll() is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
         proc.terminate()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
         try:
             proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=grace_s)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     err = getattr(proc, "rh_err", None)
     if err is not None:
         err.close()

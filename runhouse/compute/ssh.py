@@ -41,6 +41,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_S = 15.0
 UPLOAD_TIMEOUT_S = 600.0
 _PID_MARK = "@@runhouse-pid "
+_TUNNELS_LOCK = threading.Lock()
 
 
 _KEY_FILES: set[Path] = set()
@@ -331,9 +332,10 @@ class SSHSession:
         OpenSSH carries it where it can (:mod:`runhouse.compute.forward`); the tunnel outlives this
         connection (the pool hands it to the next one to this host) and is reopened here, on the
         same port, if it went down."""
-        tunnel = self._tunnels.get(remote_port)
-        if tunnel is None:
-            tunnel = self._tunnels[remote_port] = self._new_tunnel(remote_port)
+        with _TUNNELS_LOCK:  # two threads asking at once get one tunnel
+            tunnel = self._tunnels.get(remote_port)
+            if tunnel is None:
+                tunnel = self._tunnels[remote_port] = self._new_tunnel(remote_port)
         return tunnel.open()
 
     def tunnel(self, remote_port: int) -> OpenSSHTunnel | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from conftest import ASSETS, free_port
 
 import runhouse as rh
 from runhouse.compute.forward import OpenSSHTunnel
+from runhouse.compute.ssh import SSHCreds, pool_for
 from runhouse.exceptions import ConnectionError_
 
 pytestmark = pytest.mark.slow
@@ -140,6 +142,43 @@ def test_the_ssh_process_ends_with_the_process_that_started_it(hosts, lab, how):
     )
     assert done.stdout.strip().isdigit(), done.stderr
     assert _gone(int(done.stdout.strip())), f"the tunnel outlived its process ({how})"
+
+
+ECHO = """
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("up", flush=True)
+while True:
+    c, _ = s.accept()
+    while data := c.recv(65536):
+        c.sendall(data)
+    c.close()
+"""
+
+
+def test_a_password_login_carries_the_forward_through_sshpass(hosts, rh_home):
+    host, port = hosts.hosts[0], free_port()
+    echo = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, sys.executable, "-c", ECHO, str(port)], stdout=subprocess.PIPE
+    )
+    session = pool_for(rh_home).session(
+        host.address, SSHCreds.from_dict({"ssh_user": hosts.password_user, "password": hosts.password})
+    )
+    try:
+        assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
+        local = session.forward(port)
+        tunnel = session.tunnel(port)
+        assert tunnel is not None and tunnel.kind == "openssh" and tunnel.pid is not None
+        sshpass = psutil.Process(tunnel.pid)
+        assert sshpass.name() == "sshpass" and hosts.password not in " ".join(sshpass.cmdline())
+        (ssh,) = sshpass.children()
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+            conn.sendall(b"through sshpass")
+            assert conn.recv(100) == b"through sshpass"
+        session.close_forward(port)
+        assert _gone(sshpass.pid) and _gone(ssh.pid)
+    finally:
+        echo.kill()
+        echo.wait()
 
 
 def test_a_forward_refuses_a_changed_host_key_before_logging_in(hosts, lab, caplog):
