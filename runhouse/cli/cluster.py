@@ -42,10 +42,13 @@ def down(
     try:
         from runhouse.resources.ondemand import OnDemandCluster, load_cluster
 
-        try:
-            cluster = load_cluster(name)
-        except RunhouseError:  # not saved: SkyPilot's record is enough to terminate it
-            cluster = OnDemandCluster(name=name)
+        try:  # the config up() left in the local store, else one saved under that name
+            cluster = load_cluster(name if name.startswith(("~/", "/")) else f"~/{name}")
+        except RunhouseError:
+            try:
+                cluster = load_cluster(name)
+            except RunhouseError:  # not saved: SkyPilot's record is enough to terminate it
+                cluster = OnDemandCluster(name=name)
         if not isinstance(cluster, OnDemandCluster):
             err.print(
                 f"[red]{escape(name)} is not an on-demand cluster; stop its daemon with `runhouse stop`[/red]"

@@ -44,12 +44,17 @@ try:
     from sky import execution as sky_execution
     from sky import global_user_state
     from sky.backends import backend_utils, cloud_vm_ray_backend
+    from sky.utils import annotations as sky_annotations
     from sky.utils import common as sky_common
     from sky.utils import registry as sky_registry
 except ImportError as e:  # the extra is optional: say how to get it
     raise ConfigError(
         'on-demand clusters (instance_type=/provider=) need SkyPilot: pip install "runhouse[sky]"'
     ) from e
+
+# This process is SkyPilot's client and its server at once: progress is for this terminal, not
+# encoded for a client reading a server's output (which SkyPilot does when this flag is set).
+sky_annotations.is_on_api_server = False
 
 #: makes the SkyPilot backend every launch, status and teardown goes through (the seam to the cloud)
 BACKEND: Callable[[], Any] = cloud_vm_ray_backend.CloudVmRayBackend

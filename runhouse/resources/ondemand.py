@@ -188,6 +188,8 @@ class OnDemandCluster(Cluster):
         if head is not None:
             self._adopt(head)
         super().up()
+        if self.rns_address is None:  # so `runhouse cluster down NAME` finds its port and login
+            self.save(f"~/{self.name}")
         return self
 
     def is_up(self) -> bool:

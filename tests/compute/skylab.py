@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ def sky_home(home: Path) -> None:
     (catalogs / "aws" / "vms.csv").write_text(AWS_VMS)
     (catalogs / "common" / "accelerators.csv").write_text(ACCELERATORS)
     os.environ["HOME"] = str(home)
+    os.environ["SKYPILOT_DISABLE_USAGE_COLLECTION"] = "1"  # SkyPilot's telemetry (no network here)
+    # who owns a cluster is asked of the cloud's identity API (AWS STS): part of the cloud we replace
+    os.environ["SKYPILOT_SKIP_CLOUD_IDENTITY_CHECK"] = "1"
     from sky import global_user_state
     from sky.clouds.cloud import CloudCapability
 
@@ -111,7 +115,8 @@ def netns_backend(cloud: Cloud) -> Any:
             generated.mkdir(parents=True, exist_ok=True)
             template = generated / f"{cluster_name}.yml"
             template.write_text(
-                f"cluster_name: {cluster_name}\nauth:\n  ssh_user: root\n  ssh_private_key: {cloud.private_key}\n"
+                f"cluster_name: {cluster_name}\nprovider:\n  module: sky.provision.aws\n"
+                f"auth:\n  ssh_user: root\n  ssh_private_key: {cloud.private_key}\n"
             )
             handle = cvr.CloudVmRayResourceHandle(
                 cluster_name=cluster_name,
@@ -138,6 +143,7 @@ def netns_backend(cloud: Cloud) -> Any:
     return NetnsBackend()
 
 
+@contextmanager
 def install(cloud: Cloud) -> Iterator[None]:
     """Make every launcher in this process use ``cloud`` (a generator for a fixture)."""
     from runhouse.compute import sky

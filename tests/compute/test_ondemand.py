@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import skylab
@@ -43,7 +44,8 @@ def served():
 def cloud(sky_home, served):
     hosts = served[0]
     made = skylab.Cloud(hosts=list(hosts.hosts), private_key=hosts.private_key)
-    yield from skylab.install(made)
+    with skylab.install(made):
+        yield made
 
 
 def _a10x(**kwargs):
@@ -98,13 +100,15 @@ def test_config_round_trip_keeps_every_argument(sky_home):
     assert not loaded.is_up()
 
 
-def test_seed_line_launches_serves_and_tears_down(cloud, served, capfd):
+def test_seed_line_launches_serves_and_tears_down(cloud, served, capfd, caplog):
     hosts = served[0]
     gpu = _a10x(autostop_mins=30).up_if_not()
+    assert f"--port {gpu.server_port}" in hosts.ssh(hosts.hosts[0], "ps -eo args").stdout
     try:
         out = capfd.readouterr()
-        text = out.out + out.err
-        assert "g5.xlarge" in text  # SkyPilot's optimizer chose from the catalog and said so
+        assert "[rh-a10x] daemon is up" in out.err  # our bootstrap's progress
+        assert "sky-payload" not in out.out + out.err  # SkyPilot's progress is for a terminal
+        assert "Considered resources" in caplog.text and "g5.xlarge" in caplog.text  # SkyPilot's table
         assert len(cloud.provisioned) == 1
         chosen = cloud.provisioned[0].resources
         assert chosen.instance_type == "g5.xlarge" and chosen.region == "us-east-1"  # the cheaper region
@@ -133,13 +137,29 @@ def test_seed_line_launches_serves_and_tears_down(cloud, served, capfd):
     assert cloud.terminated == ["rh-a10x"]
     assert gpu.status()["sky"] is None and not gpu.is_up()
     host = next(h for h in hosts.hosts if h.address == cloud.provisioned[0].host)
-    assert "runhouse.server" not in hosts.ssh(host, "ps -eo args").stdout  # our daemon is gone too
+    assert f"--port {gpu.server_port}" not in hosts.ssh(host, "ps -eo args").stdout  # our daemon is gone too
 
 
-def test_cli_down_terminates(cloud, served):
-    made = rh.cluster(name="rh-cpu", instance_type="CPU:2", provider="aws", server_port=free_port()).up()
+def test_provider_secret_and_cli_down(cloud, served):
+    """A launch with a saved provider secret: SkyPilot sees the credentials in a 0600 file named by
+    AWS_SHARED_CREDENTIALS_FILE, which is gone afterwards; `runhouse cluster down` terminates."""
+    rh.provider_secret(
+        "aws", values={"access_key": "AKIATEST", "secret_key": "s3cr3t"}, name="team-aws"
+    ).save("~/team-aws")
+    made = rh.cluster(
+        name="rh-cpu",
+        instance_type="CPU:2",
+        provider="aws",
+        provider_secret="~/team-aws",
+        server_port=free_port(),
+    ).up()
     assert made.is_up()
-    assert cloud.provisioned[-1].resources.instance_type == "m6i.large"  # CPU:2 -> the 2-vCPU type
+    launched = cloud.provisioned[-1]
+    assert launched.resources.instance_type == "m6i.large"  # CPU:2 -> the 2-vCPU type
+    mode, text = launched.credentials["AWS_SHARED_CREDENTIALS_FILE"]
+    assert mode == 0o600 and "aws_access_key_id = AKIATEST" in text
+    assert "AWS_SHARED_CREDENTIALS_FILE" not in os.environ
+    assert not list(Path("/dev/shm").glob("rh-creds-*"))  # removed after the launch
     result = CliRunner().invoke(_app(), ["cluster", "down", "rh-cpu"])
     assert result.exit_code == 0, result.output
     assert "rh-cpu" in cloud.terminated
