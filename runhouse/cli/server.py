@@ -137,9 +137,38 @@ def _warn_objects_lost(settings: Settings, port: int) -> None:
     )
 
 
+def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """A multi-node cluster's nodes: address, resources, GPUs (nvidia-smi where present), workers."""
+    table = Table(title="Nodes")
+    for column in ("address", "state", "CPUs", "memory GB", "GPUs", "workers (env: pid)"):
+        table.add_column(column)
+    for n in nodes:
+        state = ("head, " if n.get("is_head") else "") + ("alive" if n.get("alive") else "dead")
+        smi = n.get("nvidia_smi")
+        gpus = f"{n.get('gpus', 0):g}"
+        if smi:
+            gpus += (
+                " ("
+                + ", ".join(
+                    f"{g['name']} {g['memory_used_mb']:.0f}/{g['memory_total_mb']:.0f} MB" for g in smi
+                )
+                + ")"
+            )
+        workers = ", ".join(f"{w['env']}: {w['pid']}" for w in n.get("workers", [])) or "-"
+        table.add_row(
+            str(n.get("address")),
+            state,
+            f"{n.get('cpus', 0):g}",
+            f"{(n.get('memory') or 0) / 1e9:.1f}",
+            gpus,
+            workers,
+        )
+    return table
+
+
 def _status_table(info: dict[str, Any]) -> Table:
     table = Table(title="Workers")
-    for column in ("env", "pid", "CPU %", "RSS MB", "objects", "running calls"):
+    for column in ("env", "pid", "node", "CPU %", "RSS MB", "objects", "running calls"):
         table.add_column(column)
     for w in info["workers"]:
         running = (
@@ -148,6 +177,7 @@ def _status_table(info: dict[str, Any]) -> Table:
         table.add_row(
             w["name"],
             str(w.get("pid")),
+            w.get("node") or "this machine",
             str(w.get("cpu_percent", "-")),
             str(w.get("rss_mb", "-")),
             ", ".join(w.get("objects", [])) or "-",
@@ -157,7 +187,8 @@ def _status_table(info: dict[str, Any]) -> Table:
 
 
 def status(port: int | None = PortOption) -> None:
-    """Show the daemon's version, pid, port, workers, their objects and running calls."""
+    """Show the daemon's version, pid, port, workers (and the node each runs on), their objects and
+    running calls, and on a multi-node cluster each node: address, CPUs, memory, GPUs, workers."""
     settings = load_settings()
     port = _port(port)
     tls = bool(local.start_options(settings, port).get("tls"))
@@ -175,6 +206,8 @@ def status(port: int | None = PortOption) -> None:
         f"up {info['uptime_s']}s, {served} served, RSS {info['daemon_rss_mb']} MB"
     )
     console.print(_status_table(info))
+    if info.get("nodes"):
+        console.print(_nodes_table(info["nodes"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,9 @@ Ray running on every host) and a host list naming this machine.
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,6 +40,8 @@ from runhouse.compute.ssh import pool_for
 from runhouse.exceptions import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger("runhouse")
+SYNC_PROBE_S = 2.0  # how long a host may take to answer on its SSH port before a code sync skips it
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 #: how Ray runs on the hosts of every multi-node cluster made in this process (Ray's defaults:
@@ -175,16 +180,34 @@ class RayClusterDaemon(DaemonHost):
     def sync_code(self, folder: Path, name: str, through_daemon: ThroughDaemon) -> str:
         """The folder to the head's ``~/.rh/code/<name>``, then to the same path on every other
         host at once, so a worker placed on any node imports the same code from the same path
-        (hosts of one cluster are expected to share their home's path, as cloud images do)."""
+        (hosts of one cluster are expected to share their home's path, as cloud images do).
+
+        A host that does not answer on its SSH port within :data:`SYNC_PROBE_S` is skipped with a
+        warning, so a dead node never holds up deploys to the others; ``up()`` brings it back and
+        the next deploy syncs it."""
         path = self.head.sync_code(folder, name, through_daemon)
         others = list(self.spec.hosts[1:])
+        if not others:
+            return path
+        assert self.spec.ssh_creds is not None
+        port = self.spec.ssh_creds.ssh_port
 
-        def copy(host: str) -> None:
+        def copy(host: str) -> str | None:
+            try:
+                socket.create_connection((host, port), timeout=SYNC_PROBE_S).close()
+            except OSError as e:
+                return f"{host} did not answer on port {port} ({e})"
             RemoteDaemon.from_spec(replace(self.spec, hosts=(host,))).rsync(
                 str(folder), path, up=True, contents=True, filter_gitignore=True
             )
+            return None
 
-        self._each(others, copy, "sync code")
+        with concurrent.futures.ThreadPoolExecutor(len(others), thread_name_prefix="rh-sync") as pool:
+            for host, skipped in zip(others, pool.map(copy, others), strict=True):
+                if skipped:
+                    log.warning(
+                        "code not synced to %s: %s; workers there see the last synced copy", host, skipped
+                    )
         return path
 
     # -- every host at once ---------------------------------------------------------------------------

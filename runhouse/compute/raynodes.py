@@ -41,7 +41,7 @@ import concurrent.futures
 import json
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -183,7 +183,8 @@ action, folder, rest = sys.argv[1], Path(sys.argv[2]).expanduser(), json.loads(s
 if action == "probe":
     say({"gcs": reachable(rest["address"], rest["port"]), "ours": ours(load(folder))})
 elif action == "pids":
-    say({"ours": ours(load(folder))})
+    record = load(folder)
+    say({"ours": ours(record), "recorded": record is not None})
 elif action == "stop":
     say(stop(folder, rest["grace"]))
 elif action == "start":
@@ -207,7 +208,8 @@ class RayOptions:
     requirement: str = RAY_REQUIREMENT
     env_vars: tuple[tuple[str, str], ...] = ()
 
-    def node_args(self) -> list[str]:
+    def node_args(self, extra_resources: dict[str, float] | None = None) -> list[str]:
+        """``ray start`` flags for a node; ``extra_resources``: custom resources of that node alone."""
         args = ["--disable-usage-stats"]
         for flag, value in (
             ("--num-cpus", self.num_cpus),
@@ -217,8 +219,9 @@ class RayOptions:
         ):
             if value is not None:
                 args += [flag, str(value)]
-        if self.resources:
-            args += ["--resources", json.dumps(dict(self.resources))]
+        resources = {**dict(self.resources), **(extra_resources or {})}
+        if resources:
+            args += ["--resources", json.dumps(resources)]
         return args
 
 
@@ -233,6 +236,7 @@ class RayHost:
     node_ip: str | None = None
     python: str | None = None
     name: str | None = None
+    resources: tuple[tuple[str, float], ...] = ()  # custom resources of this host only, with the options'
 
     @property
     def label(self) -> str:
@@ -340,6 +344,7 @@ class RayNodes:
             self._start(head, [*args, "--include-dashboard=false"], "start ray head")
             actions[head.label], head_is_ours = "started head", True
         present = {n.address for n in self.nodes() if n.alive}
+        present -= self._gone(h for h in self.hosts if h.ip in present)
         joining = [h for h in self.hosts if h.ip not in present]
         for host in self.hosts:
             if host.ip in present:
@@ -352,6 +357,14 @@ class RayNodes:
         )
         actions.update({h.label: "joined" for h in joining})
         return UpReport(self.gcs_address, head_is_ours, actions)
+
+    def _gone(self, hosts: Iterable[RayHost]) -> set[str]:
+        """Of hosts the GCS still lists as alive, those whose Ray we started and which no longer
+        runs (killed, or told by the GCS that it was declared dead): the GCS notices a dead node
+        only after its health checks time out, and such a node must be started again, not skipped."""
+        listed = list(hosts)
+        found = self._each(listed, lambda h: self._script(h, "pids", {}, "ray pids"), "ray pids")
+        return {h.ip for h, got in zip(listed, found, strict=True) if got["recorded"] and not got["ours"]}
 
     def nodes(self) -> list[RayNode]:
         """Every node the cluster knows (dead ones too, ``alive=False``), from ``ray.nodes()`` run
@@ -427,7 +440,7 @@ class RayNodes:
     def _start(self, host: RayHost, args: list[str], step: str) -> None:
         venv = self._venv(host)
         env = {"RAY_USAGE_STATS_ENABLED": "0", **dict(self.options.env_vars)}
-        args = [*args, *self.options.node_args()]
+        args = [*args, *self.options.node_args(dict(host.resources))]
         payload: dict[str, Any] = {
             "ray": f"{venv}/bin/ray",
             "args": args,

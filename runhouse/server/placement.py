@@ -28,16 +28,22 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hmac
+import json
 import logging
 import secrets
 import socket
+import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from runhouse.exceptions import BadRequest, WorkerDied
 from runhouse.protocol.ipc import MAGIC, PREAMBLE, tune_tcp
+from runhouse.protocol.messages import Call
+from runhouse.protocol.serialization import OOB_MAGIC
+from runhouse.protocol.shm import map_segment, shm_dir
 from runhouse.server.nodeworker import NodeWorker, probe_node
-from runhouse.server.workers import WorkerHandle
+from runhouse.server.workers import Build, PendingCall, WorkerHandle
 
 log = logging.getLogger("runhouse.daemon")
 
@@ -46,6 +52,7 @@ BUILD_TIMEOUT_S = 1800.0  # the env's packages and setup commands on the node
 CONNECT_TIMEOUT_S = 60.0  # from the worker process's start to its authenticated connection
 AUTH_TIMEOUT_S = 5.0  # an accepted connection must introduce itself within this
 PROBE_TIMEOUT_S = 5.0  # a node's status probe (hostname, nvidia-smi)
+_LAYOUT_LEN = struct.Struct(">I")  # serialization's layout length prefix, after OOB_MAGIC
 _STANDARD = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
 
 
@@ -242,7 +249,9 @@ class RayPlacer:
                 f"({', '.join(hosts)}), node_idx 0 to {len(hosts) - 1}",
                 422,
             )
-        for node in nodes:
+        # newest first: a node that died and joined again may be listed twice until Ray's health
+        # checks declare the old entry dead
+        for node in reversed(nodes):
             if node.get("NodeManagerAddress") == hosts[index]:
                 return node
         raise BadRequest(
@@ -357,6 +366,39 @@ def _node_address(nodes: list[dict[str, Any]], where: dict[str, Any]) -> str:
     return str(where.get("hostname"))
 
 
+def inline_segments(body: Any, folder: Path | None) -> Any:
+    """An out-of-band pickle payload (:mod:`runhouse.protocol.serialization`'s layout) whose large
+    buffers are in shared-memory files here, as parts with every buffer inline (mapped, not copied).
+    Nothing is unpickled: only the layout's JSON is read."""
+    if body is None or isinstance(body, list):
+        return body
+    view = memoryview(body)
+    if view[:4] != OOB_MAGIC:
+        return body
+    (size,) = _LAYOUT_LEN.unpack_from(view, 4)
+    layout = json.loads(bytes(view[8 : 8 + size]))
+    segments, lengths = layout.get("shm") or {}, layout["lengths"]
+    if not segments:
+        return body
+    if folder is None:
+        raise BadRequest("the call's arguments refer to shared memory, which this host does not have", 400)
+    pos = 8 + size
+    parts: list[Any] = [view[pos : pos + lengths[0]]]
+    pos += lengths[0]
+    for i, length in enumerate(lengths[1:]):
+        if str(i) in segments:
+            parts.append(map_segment(folder, segments[str(i)], length))
+        else:
+            parts.append(view[pos : pos + length])
+            pos += length
+    inline = json.dumps({"lengths": lengths, "shm": {}}).encode()
+    return [OOB_MAGIC + _LAYOUT_LEN.pack(len(inline)), inline, *parts]
+
+
+def _without_shm(msg: Any) -> Any:
+    return msg._replace(options={**msg.options, "shm": False}) if type(msg) is Call else msg
+
+
 # -- the daemon's handle -----------------------------------------------------------------------------
 class PlacedWorker(WorkerHandle):
     """A worker on a node Ray chose; the same handle (and channel) as a local worker's."""
@@ -382,6 +424,15 @@ class PlacedWorker(WorkerHandle):
 
     def describe(self) -> str:
         return f"worker {self.name!r} (pid {self.pid} on node {self.node})"
+
+    def submit(self, build: Build, body: Any = None) -> tuple[int, PendingCall]:
+        """As a local worker's, except that a call whose arguments sit in this host's shared memory
+        (a client on the head) gets them inline: the worker's node cannot map the head's files."""
+        peek = build(0)
+        if type(peek) is Call and peek.options["shm"]:
+            body = inline_segments(body, shm_dir())
+            return super().submit(lambda cid: _without_shm(build(cid)), body)
+        return super().submit(build, body)
 
     async def start(self, log_path: str | None = None) -> None:
         self._actor, where = await self._placer.run(self._placer.place, self.name, self.compute)

@@ -110,7 +110,15 @@ class DaemonState:
             if running and old is not None and _restart_needed(old, config):
                 emit(f"Restarting the worker of env {name!r} for its new settings (its objects are lost)\n")
                 await self._stop_worker(name)
-            handle = await self.worker(name)
+            try:
+                handle = await self.worker(name)
+            except Exception:
+                if config.get("compute"):  # not placed: the env stays as it was (or absent)
+                    if old is None:
+                        self.env_configs.pop(name, None)
+                    else:
+                        self.env_configs[name] = old
+                raise
             if isinstance(handle, PlacedWorker) and handle.output:
                 emit(f"[{handle.node}] " + f"[{handle.node}] ".join(handle.output))
                 handle.output = []
