@@ -211,7 +211,7 @@ def aggregate(
     days = days.where(*_clusters(UsageDay.cluster, cluster, readable)).group_by(*day_keys)
     if first_day is not None:
         days = days.where(UsageDay.day >= first_day)
-    add(session.execute(days).tuples())
+    add(session.execute(days))
     if since is not None and first_day is not None:
         keys = (UsageEvent.username, UsageEvent.cluster, UsageEvent.kind, UsageEvent.resource)
         head = (
@@ -220,7 +220,7 @@ def aggregate(
             .where(and_(UsageEvent.at >= since, UsageEvent.at < day_start(first_day)))
             .group_by(*keys)
         )
-        add(session.execute(head).tuples())
+        add(session.execute(head))
     return [
         Aggregate(user, cl, kind, resource or None, count, first, last)
         for (user, cl, kind, resource), (count, first, last) in sorted(

@@ -166,7 +166,7 @@ def _sums(
         .group_by(bucket, table.kind, key)
     )
     return [
-        (int(i), kind, name, int(n), f, la) for i, kind, name, n, f, la in session.execute(query).tuples()
+        (int(i), kind, name, int(n), f, la) for i, kind, name, n, f, la in session.execute(query)
     ]
 
 
@@ -265,5 +265,5 @@ def usage_rows(session: Session, caller: Caller, window: Window) -> Iterable[tup
     starts = window.bucket_starts()
     return [
         (starts[int(i)].isoformat() + "Z", u, c, k, int(n))
-        for i, u, c, k, n in session.execute(query).tuples()
+        for i, u, c, k, n in session.execute(query)
     ]

@@ -18,10 +18,12 @@ depends_on = None
 NAME = 128
 URI = 2 * NAME + 2
 
-# Whole hours since 1970-01-01 of a naive UTC timestamp, per database.
+# Whole hours since 1970-01-01 of a naive UTC timestamp, per database. SQLite's date functions
+# round to the millisecond (10:59:59.9999 would count as 11:00), so its hour is read from the
+# stored text, 'YYYY-MM-DD HH:MM:SS.ffffff'.
 _HOUR = {
     "postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM at) / 3600) AS INTEGER)",
-    "sqlite": "CAST(strftime('%s', at) AS INTEGER) / 3600",
+    "sqlite": "CAST(julianday(substr(at, 1, 10)) - 2440587.5 AS INTEGER) * 24 + CAST(substr(at, 12, 2) AS INTEGER)",
 }
 
 

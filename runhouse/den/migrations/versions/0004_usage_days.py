@@ -23,10 +23,12 @@ depends_on = None
 NAME = 128
 URI = 2 * NAME + 2
 
-# Whole days since 1970-01-01 of a naive UTC timestamp, per database.
+# Whole days since 1970-01-01 of a naive UTC timestamp, per database. SQLite's date functions
+# round to the millisecond (23:59:59.9999 would count as the next day), so its day is read from
+# the date part of the stored text, 'YYYY-MM-DD HH:MM:SS.ffffff'.
 _DAY = {
     "postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM at) / 86400) AS INTEGER)",
-    "sqlite": "CAST(strftime('%s', at) AS INTEGER) / 86400",
+    "sqlite": "CAST(julianday(substr(at, 1, 10)) - 2440587.5 AS INTEGER)",
 }
 # "/owner/name" split at its second slash (names hold no slash), per database.
 _OWNER = {
