@@ -165,9 +165,7 @@ def _sums(
         .where(period >= lo, period < hi, table.cluster.in_(readable))
         .group_by(bucket, table.kind, key)
     )
-    return [
-        (int(i), kind, name, int(n), f, la) for i, kind, name, n, f, la in session.execute(query)
-    ]
+    return [(int(i), kind, name, int(n), f, la) for i, kind, name, n, f, la in session.execute(query)]
 
 
 def usage(
@@ -263,7 +261,4 @@ def usage_rows(session: Session, caller: Caller, window: Window) -> Iterable[tup
         .order_by(*keys)
     )
     starts = window.bucket_starts()
-    return [
-        (starts[int(i)].isoformat() + "Z", u, c, k, int(n))
-        for i, u, c, k, n in session.execute(query)
-    ]
+    return [(starts[int(i)].isoformat() + "Z", u, c, k, int(n)) for i, u, c, k, n in session.execute(query)]
