@@ -111,6 +111,9 @@ def test_spmd_on_one_node_is_one_rank_with_its_variables(cluster):
     assert rh.Env.from_config(env.config()).spmd == "node"  # the option survives a config round trip
     info = rh.function(pf.rank_info).to(cluster, env=env)
     assert info.spmd_ranks == ["rank_info_rank_0"]
+    assert (
+        rh.Function.from_config(info.config()).spmd_ranks == info.spmd_ranks
+    )  # a saved stub keeps its ranks
     [rank0] = info("t")
     assert rank0["tag"] == "t"
     assert (rank0["RANK"], rank0["LOCAL_RANK"], rank0["WORLD_SIZE"]) == ("0", "0", "1")
