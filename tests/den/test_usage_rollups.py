@@ -223,7 +223,8 @@ def test_dashboard_buckets_are_exact_at_their_edges_and_hold_only_readable_clust
     old_den: tuple[Database, list[dict]], window: sums.Window, by: str
 ) -> None:
     """An event at a bucket's first instant is in it, one a microsecond before is in the bucket
-    before (or out of range); asked again, the remembered sums give the same answer."""
+    before (or out of range); asked again, and for the window a bucket later, the kept sums give
+    the same answers as the events."""
     db, events = old_den
     ann = _ann(db)
     closed = sums.ClosedBuckets()
@@ -235,6 +236,11 @@ def test_dashboard_buckets_are_exact_at_their_edges_and_hold_only_readable_clust
         assert found.series == wanted
         totals = {(name, kind): sum(counts) for (kind, name), counts in wanted.items()}
         assert {(name, kind): count for name, kind, count, _, _ in found.table} == totals
+    slid = sums.Window(window.start + window.step, window.end + window.step, window.buckets)
+    with db.read() as session:
+        assert sums.usage(session, ann, slid, by, None, closed).series == _bucketed(
+            events, slid, by, READABLE_BY_ANN
+        )
     with db.read() as session:
         one = sums.usage(session, ann, window, by, "/ben/shared", closed)
         hidden = sums.usage(session, ann, window, by, "/ben/private", closed)

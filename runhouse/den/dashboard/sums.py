@@ -219,8 +219,8 @@ def _head(
     found = [closed.get(("bucket", *view, start_h + i * step_h)) if closed else None for i in range(full)]
     first = next((i for i, sums in enumerate(found) if sums is None), full)
     totals = _Totals(window.buckets)
-    for sums in found[:first]:
-        totals.add(sums or ())
+    for i, sums in enumerate(found[:first]):  # kept under the bucket's start hour: index them anew
+        totals.add((i, *row[1:]) for row in sums or ())
     start_p, step_p = source[2], source[3]
     summed = _sums(session, source, by, readable, start_p + first * step_p, start_p + full * step_p)
     totals.add(summed)
