@@ -288,7 +288,8 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
 def environment(env: dict[str, str]) -> Iterator[None]:
     """Set ``env`` in this process's environment for the duration (SkyPilot and the clouds' SDKs
     read credentials locations from it), then put back what was there."""
-    old = {k: os.environ.get(k) for k in env}
+    before = dict(os.environ)  # a snapshot to restore, not configuration (that is settings.py's)
+    old = {k: before.get(k) for k in env}
     os.environ.update(env)
     try:
         yield

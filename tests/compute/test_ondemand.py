@@ -68,6 +68,8 @@ def test_arguments_are_validated_by_skypilot(sky_home):
         rh.cluster(name="x", instance_type="A10G:1", provider="aws", colour="blue")
     with pytest.raises(ConfigError, match="namespace"):
         rh.cluster(name="x", instance_type="A10G:1", provider="aws", namespace="ml")
+    with pytest.raises(ConfigError, match="kubernetes' is not supported yet"):
+        rh.cluster(name="x", cpus=2, provider="kubernetes", namespace="ml")
 
 
 def test_config_round_trip_keeps_every_argument(sky_home):
