@@ -10,7 +10,8 @@
 ``compute={"node_idx": node}``, plus ``"GPU": 1`` per rank for ``spmd="gpu"``), each with the
 variables a ``torch.distributed``-style program expects: ``MASTER_ADDR`` (the head host, rank 0's
 node), ``MASTER_PORT`` (a port free on the head when ``.to()`` ran), ``WORLD_SIZE``, ``RANK`` and
-``LOCAL_RANK`` (the rank's index on its node). The function is deployed to every rank as
+``LOCAL_RANK`` (the rank's index on its node); ranks that exist already keep their port, so more
+functions can be sent to the same ranks without restarting them. The function is deployed to every rank as
 ``<name>_rank_<r>``; a call goes to all ranks at once and returns when all have answered. The
 first rank that fails raises its own exception, with a note naming the rank.
 
@@ -21,11 +22,10 @@ refuses it. On a one-node cluster ``spmd="node"`` is a single rank.
 from __future__ import annotations
 
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from runhouse.exceptions import ConfigError
-from runhouse.resources.calls import RemoteCallable
+from runhouse.resources.calls import RemoteCallable, make_options, split_options
 from runhouse.resources.env import Env
 
 if TYPE_CHECKING:
@@ -65,14 +65,23 @@ def _gpus_per_host(system: Cluster) -> list[float]:
     return [by_address.get(host, 0.0) for host in system.ips]
 
 
-def master(system: Cluster) -> tuple[str, int]:
-    """``MASTER_ADDR`` and ``MASTER_PORT``: the head host, and a port free on it now."""
+def master(system: Cluster, rank0_env: str, world_size: int) -> tuple[str, int]:
+    """``MASTER_ADDR`` and ``MASTER_PORT``: the head host, and the port the ranks of this env
+    already use (so a second function sent to them does not restart them with new variables),
+    else a port free on the head now."""
+    address = "127.0.0.1" if system.is_local() else system.head
+    for env in system.envs():
+        if env.get("name") == rank0_env:
+            known = (env.get("config") or {}).get("env_vars") or {}
+            port = str(known.get("MASTER_PORT", ""))
+            same = known.get("MASTER_ADDR") == address and known.get("WORLD_SIZE") == str(world_size)
+            if same and port.isdigit():
+                return address, int(port)
     code, out, err = system.run(_FREE_PORT)[0]
     if code != 0 or not out.strip().isdigit():
         raise ConfigError(
             f"could not find a free port on {system.head} for MASTER_PORT: {err.strip() or out}"
         )
-    address = "127.0.0.1" if system.is_local() else system.head
     return address, int(out.strip())
 
 
@@ -80,7 +89,7 @@ def rank_envs(env: Env, system: Cluster) -> list[Env]:
     """One env per rank of ``env`` (an env with ``spmd`` set) on ``system``, with its variables."""
     kind = cast(str, env.spmd)
     layout = ranks(system, kind)
-    address, port = master(system)
+    address, port = master(system, f"{env.env_name}_rank_0", len(layout))
     multi_node = len(system.ips) > 1
     out = []
     for r in layout:
@@ -108,9 +117,13 @@ def call_ranks(
     system: Cluster, keys: list[str], signature: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[Any]:
     """Call the function on every rank at once (``keys`` in rank order); results in rank order.
-    The first rank to fail raises at once (the others may be waiting for it and never end)."""
-    calls = [RemoteCallable(system, key, "call", signature, system.call_options) for key in keys]
-    options = replace(system.call_options, run_async=False)
+    Call options (``stream_logs``, ``timeout``, ...) among ``kwargs`` apply to every rank. The first
+    rank to fail raises at once (the others may be waiting for it and never end)."""
+    kwargs, given = split_options(kwargs, signature)
+    options = make_options(system.call_options, {**given, "run_async": False})
+    if options.remote or options.run_name:
+        raise ConfigError("an SPMD call returns every rank's result: remote= and run_name= do not apply")
+    calls = [RemoteCallable(system, key, "call", signature) for key in keys]
     generator = bool(signature.get("generator"))
 
     def one(call: RemoteCallable) -> Any:

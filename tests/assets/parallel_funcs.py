@@ -108,3 +108,12 @@ def rendezvous(timeout=30.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def fail_on_rank(bad, hold=0.2):
+    """Rank ``bad`` raises; the others wait ``hold`` seconds and return their rank."""
+    rank = int(os.environ["RANK"])
+    if rank == bad:
+        raise ValueError(f"rank {rank} cannot go on")
+    time.sleep(hold)
+    return rank

@@ -97,6 +97,11 @@ def test_spmd_ranks_one_per_node_see_their_own_values_and_reach_each_other(clust
     assert [r["tag"] for r in ranks] == ["hello"] * 3
     meet = rh.function(pf.rendezvous).to(cluster, env=env)
     assert meet() == [[0, 1, 2], True, True]  # rank 0 heard every other rank over the network
+    failing = rh.function(pf.fail_on_rank).to(cluster, env=env)
+    assert failing(bad=-1) == [0, 1, 2]
+    with pytest.raises(ValueError, match="rank 1 cannot go on") as info:
+        failing(bad=1)
+    assert "SPMD rank 1 of 3 failed (fail_on_rank_rank_1)" in info.value.__notes__
 
 
 def test_spmd_per_gpu_is_refused_where_ray_reports_none(cluster, hosts):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
+import time
 
 import parallel_funcs as pf
 import pytest
@@ -80,12 +82,11 @@ def test_replicas_are_a_pool_that_spreads_calls(cluster):
     assert served == {pid: 3 for pid in pids}
     assert [r.served for r in pool] == [4, 4, 4]
     # a replica busy with a long call is passed over while it lasts
-    import threading
-
     slow = threading.Thread(target=pool.hold, args=(1.5,))
     slow.start()
-    while sum(pool._busy) == 0:
-        pass
+    deadline = time.monotonic() + 10
+    while sum(pool._busy) == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
     busy = pool._busy.index(1)
     assert {pool.where() for _ in range(4)} == set(pids) - {pids[busy]}
     slow.join()
@@ -119,6 +120,10 @@ def test_spmd_on_one_node_is_one_rank_with_its_variables(cluster):
     assert (rank0["RANK"], rank0["LOCAL_RANK"], rank0["WORLD_SIZE"]) == ("0", "0", "1")
     assert rank0["MASTER_ADDR"] == "127.0.0.1" and int(rank0["MASTER_PORT"]) > 0
     assert rh.function(pf.rendezvous).to(cluster, env=env)() == [[0]]  # rank 0 can listen there
+    assert info("again")[0]["pid"] == rank0["pid"]  # a second function did not restart the rank
+    assert info("quiet", stream_logs=False)[0]["tag"] == "quiet"  # call options are not user kwargs
+    with pytest.raises(ConfigError, match="remote= and run_name= do not apply"):
+        info("x", run_name="r1")
     with pytest.raises(ConfigError, match="every rank of an SPMD env"):
         info.map([1, 2])
     with pytest.raises(ConfigError, match="SPMD ranks run functions"):
