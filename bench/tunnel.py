@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """The SSH tunnel's cost (issue 12, "Through the SSH tunnel"): ``python bench/tunnel.py`` (as root).
 
-One test host (``tests/compute/sshlab.py``: a network namespace with its own sshd) runs two
-daemons: one reached through the tunnel (connection type ``ssh``, the default) and one listening on
-the host's address (``none``), which this process reaches straight over the same virtual link.
-Three clients call them in the same run, in interleaved rounds so that drift hits all alike:
+One test host (``tests/compute/sshlab.py``: a network namespace with its own sshd) runs three
+daemons: one reached through the tunnel (connection type ``ssh``, the default), one listening on
+the host's address (``none``), which this process reaches straight over the same virtual link, and
+one serving HTTPS there (``tls``). Four clients call them in the same run, in interleaved rounds so
+that drift hits all alike:
 
 * ``direct``: plain HTTP to the ``none`` daemon (the baseline);
 * ``openssh``: through the cluster's tunnel, the ``ssh -N -L`` process (``compute/forward.py``);
-* ``asyncssh``: through asyncssh's forward to the same daemon (what the tunnel was before).
+* ``asyncssh``: through asyncssh's forward to the same daemon (what the tunnel was before);
+* ``tls``: HTTPS to a third daemon listening on the host's address (connection type ``tls``), the
+  other way to encrypt, for comparison.
 
 Measured: a trivial call's p50/p99 on each (the overhead is tunnel p50 minus direct p50; goal at
 most 0.3 ms), and the round trip of a 100 MB numpy array (MB/s = 100 MB / seconds, median of
@@ -47,7 +50,7 @@ def _latency(clients: dict[str, Any], calls: int, rounds: int) -> dict[str, list
 
     options = CallOptions()
     samples: dict[str, list[float]] = {name: [] for name in clients}
-    for name, client in clients.items():  # warm: connections, the worker's fast-call promotion
+    for client in clients.values():  # warm: connections, the worker's fast-call promotion
         for _ in range(200):
             client.call("add", "call", (1, 2), {}, options)
     for _ in range(rounds):
@@ -115,7 +118,15 @@ def main() -> None:
             server_connection_type="none",
             default_env=numpy,
         ).up_if_not()
-        for cluster in (tunnelled, direct):
+        tls = rh.cluster(
+            name="t-tls",
+            host=[address],
+            ssh_creds=creds,
+            server_port=_free_port(),
+            server_connection_type="tls",
+            default_env=numpy,
+        ).up_if_not()
+        for cluster in (tunnelled, direct, tls):
             rh.function(add).to(cluster, name="add")
             rh.function(identity).to(cluster, name="identity")
         remote = tunnelled._remote
@@ -129,6 +140,7 @@ def main() -> None:
             "direct": DaemonClient(direct._remote.endpoint(), direct._remote.token()),
             "openssh": DaemonClient(Endpoint("127.0.0.1", tunnel.local_port), token),
             "asyncssh": DaemonClient(Endpoint("127.0.0.1", async_port), token),
+            "tls": DaemonClient(tls._remote.endpoint(), tls._remote.token()),
         }
         for client in clients.values():
             client._shm_state = None  # the bytes must cross the tunnel (see the docstring)
@@ -139,17 +151,20 @@ def main() -> None:
             for client in clients.values():
                 client.close()
             async_listener.close()
-            direct.teardown()
-            tunnelled.teardown()
+            for cluster in (direct, tls, tunnelled):
+                cluster.teardown()
     mb = SIZE_BYTES / 1e6
     rates = {name: mb / median(s) for name, s in trips.items()}
     base = latency["direct"]["p50_ms"]
-    print("| path | trivial call p50 / p99 (ms) | overhead vs direct at p50 (ms) | 100 MB round trip (MB/s) |")
+    print(
+        "| path | trivial call p50 / p99 (ms) | overhead vs direct at p50 (ms) | 100 MB round trip (MB/s) |"
+    )
     print("| --- | ---: | ---: | ---: |")
     for name, label in (
         ("direct", "direct HTTP to the host (`none`)"),
         ("openssh", "SSH tunnel: `ssh -N -L` process (now)"),
         ("asyncssh", "SSH tunnel: asyncssh forward (before)"),
+        ("tls", "HTTPS straight to the host (`tls`, for comparison)"),
     ):
         row = latency[name]
         print(

@@ -373,11 +373,16 @@ class SSHSession:
         except (asyncssh.Error, OSError) as e:
             raise SSHError(f"opening a tunnel to port {remote_port} on {self.where} failed: {e}") from e
 
-        class Closing:
-            def close(self) -> None:
-                listener.close()
+        conn, loop = self._conn, self._runner.loop
 
-        return int(listener.get_port()), Closing()
+        class Forwarding:
+            def alive(self) -> bool:
+                return not conn.is_closed()
+
+            def close(self) -> None:
+                loop.call_soon_threadsafe(listener.close)  # asyncssh's objects belong to its loop
+
+        return int(listener.get_port()), Forwarding()
 
     def close_forward(self, remote_port: int) -> None:
         """Stop the tunnel to ``remote_port`` (its ssh process, by pid)."""

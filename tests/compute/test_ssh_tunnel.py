@@ -155,30 +155,60 @@ while True:
 """
 
 
-def test_a_password_login_carries_the_forward_through_sshpass(hosts, rh_home):
+@pytest.fixture(scope="module")
+def echo_port(hosts):
+    """A port on the host's loopback with an echo server behind it."""
     host, port = hosts.hosts[0], free_port()
     echo = subprocess.Popen(
         ["ip", "netns", "exec", host.netns, sys.executable, "-c", ECHO, str(port)], stdout=subprocess.PIPE
     )
+    assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
+    yield port
+    echo.kill()
+    echo.wait()
+
+
+def _echoes(local_port: int, text: bytes) -> bool:
+    with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+        conn.sendall(text)
+        return conn.recv(100) == text
+
+
+def test_a_password_login_carries_the_forward_through_sshpass(hosts, rh_home, echo_port):
     session = pool_for(rh_home).session(
-        host.address, SSHCreds.from_dict({"ssh_user": hosts.password_user, "password": hosts.password})
+        hosts.hosts[0].address,
+        SSHCreds.from_dict({"ssh_user": hosts.password_user, "password": hosts.password}),
     )
+    local = session.forward(echo_port)
+    tunnel = session.tunnel(echo_port)
+    assert tunnel is not None and tunnel.kind == "openssh" and tunnel.pid is not None
+    sshpass = psutil.Process(tunnel.pid)
+    assert sshpass.name() == "sshpass" and hosts.password not in " ".join(sshpass.cmdline())
+    (ssh,) = sshpass.children()
+    assert _echoes(local, b"through sshpass")
+    session.close_forward(echo_port)
+    assert _gone(sshpass.pid) and _gone(ssh.pid)
+
+
+def test_without_openssh_asyncssh_forwards_with_a_warning(
+    hosts, rh_home, echo_port, tmp_path, monkeypatch, caplog
+):
+    session = pool_for(rh_home).session(hosts.hosts[0].address, SSHCreds.from_dict(_creds(hosts)))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh to be found
+    with caplog.at_level(logging.WARNING, logger="runhouse.compute.forward"):
+        local = session.forward(echo_port)
     try:
-        assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
-        local = session.forward(port)
-        tunnel = session.tunnel(port)
-        assert tunnel is not None and tunnel.kind == "openssh" and tunnel.pid is not None
-        sshpass = psutil.Process(tunnel.pid)
-        assert sshpass.name() == "sshpass" and hosts.password not in " ".join(sshpass.cmdline())
-        (ssh,) = sshpass.children()
-        with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
-            conn.sendall(b"through sshpass")
-            assert conn.recv(100) == b"through sshpass"
-        session.close_forward(port)
-        assert _gone(sshpass.pid) and _gone(ssh.pid)
+        tunnel = session.tunnel(echo_port)
+        assert tunnel is not None and tunnel.kind == "asyncssh" and tunnel.pid is None
+        assert "using the slower asyncssh forward" in caplog.text and "no ssh command" in caplog.text
+        assert _echoes(local, b"through asyncssh")
     finally:
-        echo.kill()
-        echo.wait()
+        session.close_forward(echo_port)
+    with pytest.raises(OSError):  # closed means closed
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            socket.create_connection(("127.0.0.1", local), timeout=1).close()
+            time.sleep(0.1)
 
 
 def test_a_forward_refuses_a_changed_host_key_before_logging_in(hosts, lab, caplog):
