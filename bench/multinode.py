@@ -115,6 +115,18 @@ def _client_p50(stubs: dict[str, Any], calls: int) -> dict[str, float]:
     return {k: _p50_ms(v) for k, v in samples.items()}
 
 
+def _actor_rss_mib() -> list[float]:
+    """RSS of the NodeWorker actors' Ray worker processes (the hosts share this pid namespace)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("NodeWorker" in part for part in proc.info["cmdline"] or []):
+            with __import__("contextlib").suppress(psutil.Error):
+                found.append(proc.memory_info().rss / MB)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
@@ -154,6 +166,7 @@ def main() -> None:
                 k: rh.function(multinode.ping, name=f"ping_{k}").to(cluster, env=e) for k, e in envs.items()
             }
             client = _client_p50(stubs, args.calls)
+            actor_rss = _actor_rss_mib()
             head = rh.function(multinode.from_head).to(cluster, env="same")(
                 [f"ping_{k}" for k in envs], hosts.hosts[1].address, args.calls, args.mb, args.rounds
             )
@@ -174,6 +187,8 @@ def main() -> None:
     print(
         f"| other node (ours) / Ray actor on the other node, from the head | {p50['ping_remote'] / p50['ray_actor']:.2f}x |"
     )
+    if actor_rss:
+        print(f"| RSS of a NodeWorker actor's Ray worker process | {statistics.median(actor_rss):.0f} MiB |")
     for key, label in (
         ("ping_same", "same node"),
         ("ping_remote", "other node"),

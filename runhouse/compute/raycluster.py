@@ -23,9 +23,11 @@ Ray running on every host) and a host list naming this machine.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -36,11 +38,12 @@ from runhouse.compute import bootstrap
 from runhouse.compute.daemon import DaemonHost, DaemonSpec, DenIdentity, ThroughDaemon
 from runhouse.compute.raynodes import RayHost, RayNode, RayNodes, RayOptions, on_every_host
 from runhouse.compute.remote import RemoteDaemon
-from runhouse.compute.ssh import pool_for
-from runhouse.exceptions import ConfigError
+from runhouse.compute.ssh import SSHSession, pool_for
+from runhouse.exceptions import ConfigError, SSHError
 
 T = TypeVar("T")
 log = logging.getLogger("runhouse")
+RECHECK_S = 10.0  # how long a pooled SSH connection may take to run `true` before it is reopened
 SYNC_PROBE_S = 2.0  # how long a host may take to answer on its SSH port before a code sync skips it
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -111,6 +114,7 @@ class RayClusterDaemon(DaemonHost):
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def up(self, env_vars: dict[str, str], den_identity: DenIdentity | None = None) -> None:
+        self._each(list(self.spec.hosts), self._reopen_if_lost, "connect")
         venvs = self._each(list(self.spec.hosts), self._bootstrap, "bootstrap")
         report = self.ray.up()
         progress = bootstrap.timed(_say(self.spec.head))
@@ -126,6 +130,25 @@ class RayClusterDaemon(DaemonHost):
         bootstrap.start_daemon(self.head.session, venvs[0], options, progress)
         progress("daemon is up")
 
+    def _session(self, host: str) -> SSHSession:
+        assert self.spec.ssh_creds is not None
+        return pool_for(self.spec.settings.home).session(
+            host, self.spec.ssh_creds, host_key_policy=self.head.known_hosts.policy
+        )
+
+    def _reopen_if_lost(self, host: str) -> None:
+        """A pooled SSH connection to ``host`` that died while the host was down or cut off (its
+        transport not yet noticing) is closed, so the pool opens a new one for this ``up()``."""
+        session = self._session(host)
+        try:
+            session.run("true", timeout=RECHECK_S, step="check connection")
+            return
+        except SSHError:
+            session.close()
+        deadline = time.monotonic() + RECHECK_S
+        while self._session(host) is session and time.monotonic() < deadline:
+            time.sleep(0.05)  # the close lands on the pool's loop; then session() reconnects
+
     def _bootstrap(self, host: str) -> str:
         """runhouse into ``host``'s venv, as a one-host cluster's bootstrap does; returns the venv."""
         progress = bootstrap.timed(_say(host))
@@ -140,6 +163,8 @@ class RayClusterDaemon(DaemonHost):
 
     def stop(self) -> None:
         """Our daemon on the head, then the Ray processes we started on every host."""
+        with contextlib.suppress(SSHError):  # a host still down is reported by the steps below
+            self._each(list(self.spec.hosts), self._reopen_if_lost, "connect")
         try:
             self.head.stop()
         finally:
@@ -182,7 +207,7 @@ class RayClusterDaemon(DaemonHost):
         host at once, so a worker placed on any node imports the same code from the same path
         (hosts of one cluster are expected to share their home's path, as cloud images do).
 
-        A host that does not answer on its SSH port within :data:`SYNC_PROBE_S` is skipped with a
+        A host whose SSH server does not greet within :data:`SYNC_PROBE_S` is skipped with a
         warning, so a dead node never holds up deploys to the others; ``up()`` brings it back and
         the next deploy syncs it."""
         path = self.head.sync_code(folder, name, through_daemon)
@@ -193,10 +218,8 @@ class RayClusterDaemon(DaemonHost):
         port = self.spec.ssh_creds.ssh_port
 
         def copy(host: str) -> str | None:
-            try:
-                socket.create_connection((host, port), timeout=SYNC_PROBE_S).close()
-            except OSError as e:
-                return f"{host} did not answer on port {port} ({e})"
+            if not _answers_ssh(host, port):
+                return f"{host}:{port} did not greet as an SSH server within {SYNC_PROBE_S:g} s"
             RemoteDaemon.from_spec(replace(self.spec, hosts=(host,))).rsync(
                 str(folder), path, up=True, contents=True, filter_gitignore=True
             )
@@ -214,6 +237,17 @@ class RayClusterDaemon(DaemonHost):
     def _each(self, hosts: list[str], work: Callable[[str], T], step: str) -> list[T]:
         """``work`` on every host at once; every failure is reported, each naming its host."""
         return on_every_host(hosts, work, step)
+
+
+def _answers_ssh(host: str, port: int) -> bool:
+    """Whether an SSH server greets us at ``host:port`` within :data:`SYNC_PROBE_S` (a connection
+    alone proves little: a proxy on the way may accept connections for hosts that are gone)."""
+    try:
+        with socket.create_connection((host, port), timeout=SYNC_PROBE_S) as sock:
+            sock.settimeout(SYNC_PROBE_S)
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False
 
 
 def _node(node: RayNode) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import logging
 import secrets
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,12 +176,17 @@ class RayPlacer:
         self._hosts = hosts  # the cluster's host list, head first (node_idx indexes it)
         self._pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="rh-ray")
         self._ray: Any = None
+        self._init_lock = threading.Lock()  # concurrent first placements would each run ray.init
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def ray(self) -> Any:
-        if self._ray is None:
+        if self._ray is not None:
+            return self._ray
+        with self._init_lock:
+            if self._ray is not None:
+                return self._ray
             import ray
 
             if not ray.is_initialized():
