@@ -8,6 +8,7 @@ Precedence, highest first: environment variables (``RH_*``), then ``$RH_HOME/con
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,10 @@ def child_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra or {})
     return env
+
+
+def provider_variables(names: Iterable[str]) -> dict[str, str]:
+    """The set (non-empty) values of a cloud provider's own credential variables ``names`` (e.g.
+    Azure's ``AZURE_CLIENT_ID``...), which its SDKs read from the environment rather than a file:
+    ``rh.provider_secret("azure")`` collects them here, so only this module reads ``os.environ``."""
+    return {name: os.environ[name] for name in names if os.environ.get(name)}

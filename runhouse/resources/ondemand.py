@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, cast
 import yaml
 
 from runhouse.compute.daemon import DaemonHost
-from runhouse.exceptions import ConfigError, RunhouseError
+from runhouse.exceptions import AuthError, ConfigError, RunhouseError
 from runhouse.resources.cluster import Cluster
-from runhouse.resources.den import den_client
+from runhouse.resources.den import current_user, den_client
 from runhouse.resources.env import Env, env_from_config
 from runhouse.resources.secret import Secret, secret
 from runhouse.resources.store import LocalStore, den_address, local_name
@@ -193,8 +193,9 @@ class OnDemandCluster(Cluster):
         if head is not None:
             self._adopt(head)
         super().up()
-        if self.rns_address is None:  # so `runhouse cluster down NAME` finds its port and login
-            self.save(f"~/{self.name}")
+        if self.rns_address is None:  # so `runhouse cluster down NAME` finds its port and login;
+            # not a save: a later .save() still goes to Den when logged in
+            LocalStore(self.settings).save(local_name(str(self.name)), self._local_record())
         return self
 
     def is_up(self) -> bool:
@@ -265,15 +266,20 @@ class OnDemandCluster(Cluster):
 
     # -- usage in Den: who launched what, and (from cluster_up to cluster_down) for how long ---------
     def _den_event(self, kind: str) -> None:
-        if not (self.settings.logged_in and self.rns_address and self.rns_address.startswith("/")):
+        """Record ``kind`` for this cluster in Den when logged in: under its Den address, or, saved
+        only on this machine (as ``up()`` saves it), under ``/<me>/<name>`` (Den takes usage of a
+        cluster not saved yet in the caller's own namespace), so every launch is counted."""
+        if not self.settings.logged_in:
             return
-        what = f"{self.provider or 'cheapest'}:{self.instance_type or self.cpus or 'default'}"
-        if self.provider_secret:
-            what += f" with {self.provider_secret}"
+        address = self.rns_address if (self.rns_address or "").startswith("/") else None
         try:
-            den_client(self.settings).events([{"kind": kind, "cluster": self.rns_address, "resource": what}])
+            address = address or f"/{current_user(self.settings)}/{local_name(str(self.name))}"
+            what = f"{self.provider or 'cheapest'}:{self.instance_type or self.cpus or 'default'}"
+            if self.provider_secret:
+                what += f" with {self.provider_secret}"
+            den_client(self.settings).events([{"kind": kind, "cluster": address, "resource": what}])
         except RunhouseError as e:
-            print(f"could not record {kind} of {self.rns_address} in Den: {e}")
+            print(f"could not record {kind} of {address or self.name} in Den: {e}")
 
     # -- saving and sharing: the SSH key goes to Den as a secret, never into the config --------------
     def save(self, name: str | None = None, visibility: str | None = None) -> OnDemandCluster:
@@ -338,7 +344,15 @@ def _validate(request: SkyRequest) -> None:
 
 
 def _loaded_secret(name: str) -> Secret:
-    loaded = secret(name=name)
+    """The provider secret ``name``; one Den will not give this user says so before any launch."""
+    try:
+        loaded = secret(name=name)
+    except AuthError as e:
+        raise AuthError(
+            f"provider secret {name!r} cannot be used: {e}. Nothing was launched; ask its owner to share it "
+            f"with you (secret.share('<you>', access_level='read'))",
+            e.status,
+        ) from None
     if not loaded.values:
         raise ConfigError(f"provider secret {name!r} has no values")
     return loaded

@@ -25,7 +25,7 @@ from runhouse.exceptions import ConfigError
 from runhouse.resources.den import den_client
 from runhouse.resources.resource import Resource
 from runhouse.resources.store import LocalStore, den_address, local_name
-from runhouse.settings import load_settings
+from runhouse.settings import load_settings, provider_variables
 
 # Where each provider's credentials usually live on a laptop, and which values they hold.
 PROVIDERS: dict[str, dict[str, Any]] = {
@@ -247,7 +247,8 @@ def provider_secret(
             raise ConfigError(f"{path} does not exist")
     if not merged and not path:  # e.g. Azure's service principal, usually in the environment
         variables = PROVIDERS[provider].get("env", {})
-        merged.update({k: os.environ[v] for k, v in variables.items() if os.environ.get(v)})
+        found = provider_variables(variables.values())
+        merged.update({k: found[v] for k, v in variables.items() if v in found})
     merged.update(values or {})
     if not merged:
         where = ", ".join([*candidates, *PROVIDERS[provider].get("env", {}).values()])

@@ -41,9 +41,18 @@ A100,"['AWS', 'GCP']"
 CREDENTIAL_VARIABLES = ("AWS_SHARED_CREDENTIALS_FILE", "KUBECONFIG", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
-def sky_home(home: Path) -> None:
+_home: list[Path] = []  # the first home made in this process: SkyPilot keeps the paths it read at import
+
+
+def sky_home(home: Path) -> Path:
     """Make ``home`` SkyPilot's home (catalogs, no network needed), point ``HOME`` at it and
-    record AWS and Kubernetes as enabled, as ``sky check`` would with credentials in place."""
+    record AWS and Kubernetes as enabled, as ``sky check`` would with credentials in place.
+    SkyPilot reads ``HOME`` once per process, so a later call points ``HOME`` back at the first
+    home (test modules run in one process share it) and returns the home in use."""
+    if _home:
+        os.environ["HOME"] = str(_home[0])
+        return _home[0]
+    _home.append(home)
     catalogs = home / ".sky" / "catalogs" / CATALOG
     (catalogs / "aws").mkdir(parents=True, exist_ok=True)
     (catalogs / "common").mkdir(parents=True, exist_ok=True)
@@ -57,6 +66,7 @@ def sky_home(home: Path) -> None:
     from sky.clouds.cloud import CloudCapability
 
     global_user_state.set_enabled_clouds(["AWS", "Kubernetes"], CloudCapability.COMPUTE)
+    return home
 
 
 @dataclass
