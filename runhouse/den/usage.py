@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, select, union
+from sqlalchemy import and_, func, select, union, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -189,43 +189,46 @@ def aggregate(
     """Counts per (user, cluster, kind, resource) with the first and last time seen, for one
     ``cluster`` or all, of the ``readable`` clusters (all when None), from ``since`` or all time.
 
-    Whole days are summed from ``usage_days``; only the part of ``since``'s day after ``since`` is
-    summed from the events themselves, so the result is exact to the event."""
-    found: dict[tuple[str, str, str, str], list[Any]] = {}
-
-    def add(rows: Any) -> None:
-        for user, cl, kind, resource, count, first, last in rows:
-            key = (user, cl, kind, resource or "")
-            seen = found.get(key)
-            if seen is None:
-                found[key] = [int(count), first, last]
-            else:
-                seen[0] += int(count)
-                seen[1], seen[2] = min(seen[1], first), max(seen[2], last)
-
+    Whole days are read from ``usage_days``; only the part of ``since``'s day after ``since`` is
+    read from the events themselves, so the result is exact to the event. Both are summed in one
+    query."""
     first_day = None if since is None else -(-(since - _EPOCH) // timedelta(days=1))  # ceiling
-    day_keys = (UsageDay.username, UsageDay.cluster, UsageDay.kind, UsageDay.resource)
     days = select(
-        *day_keys, func.sum(UsageDay.count), func.min(UsageDay.first_at), func.max(UsageDay.last_at)
-    )
-    days = days.where(*_clusters(UsageDay.cluster, cluster, readable)).group_by(*day_keys)
-    if first_day is not None:
-        days = days.where(UsageDay.day >= first_day)
-    add(session.execute(days))
+        UsageDay.username,
+        UsageDay.cluster,
+        UsageDay.kind,
+        UsageDay.resource,
+        UsageDay.count,
+        UsageDay.first_at,
+        UsageDay.last_at,
+    ).where(*_clusters(UsageDay.cluster, cluster, readable))
+    parts = [days]
     if since is not None and first_day is not None:
-        keys = (UsageEvent.username, UsageEvent.cluster, UsageEvent.kind, UsageEvent.resource)
-        head = (
-            select(*keys, func.sum(UsageEvent.count), func.min(UsageEvent.at), func.max(UsageEvent.at))
-            .where(*_clusters(UsageEvent.cluster, cluster, readable))
-            .where(and_(UsageEvent.at >= since, UsageEvent.at < day_start(first_day)))
-            .group_by(*keys)
+        days = days.where(UsageDay.day >= first_day)
+        head = select(
+            UsageEvent.username,
+            UsageEvent.cluster,
+            UsageEvent.kind,
+            func.coalesce(UsageEvent.resource, ""),
+            UsageEvent.count,
+            UsageEvent.at,
+            UsageEvent.at,
+        ).where(
+            *_clusters(UsageEvent.cluster, cluster, readable),
+            UsageEvent.at >= since,
+            UsageEvent.at < day_start(first_day),
         )
-        add(session.execute(head))
+        parts = [days, head]
+    rows = union_all(*parts).subquery()
+    keys = (rows.c.cluster, rows.c.username, rows.c.kind, rows.c.resource)
+    query = (
+        select(*keys, func.sum(rows.c.count), func.min(rows.c.first_at), func.max(rows.c.last_at))
+        .group_by(*keys)
+        .order_by(*keys)
+    )
     return [
-        Aggregate(user, cl, kind, resource or None, count, first, last)
-        for (user, cl, kind, resource), (count, first, last) in sorted(
-            found.items(), key=lambda item: (item[0][1], item[0][0], item[0][2], item[0][3])
-        )
+        Aggregate(user, cl, kind, resource or None, int(count), first, last)
+        for cl, user, kind, resource, count, first, last in session.execute(query)
     ]
 
 
