@@ -137,6 +137,10 @@ def _warn_objects_lost(settings: Settings, port: int) -> None:
     )
 
 
+def _mb(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
+
+
 def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
     """A multi-node cluster's nodes: address, resources, GPUs (nvidia-smi where present), workers."""
     table = Table(title="Nodes")
@@ -150,7 +154,7 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
             gpus += (
                 " ("
                 + ", ".join(
-                    f"{g['name']} {g['memory_used_mb']:.0f}/{g['memory_total_mb']:.0f} MB" for g in smi
+                    f"{g['name']} {_mb(g['memory_used_mb'])}/{_mb(g['memory_total_mb'])} MB" for g in smi
                 )
                 + ")"
             )

@@ -118,28 +118,13 @@ def probe_node() -> dict[str, Any]:
     gpus: list[dict[str, Any]] | None = None
     try:
         out = subprocess.run(
-            [
-                "nvidia-smi",
-                "--query-gpu=index,name,memory.total,memory.used,utilization.gpu",
-                "--format=csv,noheader,nounits",
-            ],
+            ["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=5,
         )
         if out.returncode == 0:
-            gpus = []
-            for line in out.stdout.strip().splitlines():
-                index, name, total, used, util = [p.strip() for p in line.split(",")]
-                gpus.append(
-                    {
-                        "index": int(index),
-                        "name": name,
-                        "memory_total_mb": float(total),
-                        "memory_used_mb": float(used),
-                        "utilization_percent": float(util),
-                    }
-                )
+            gpus = parse_nvidia_smi(out.stdout)
     except (OSError, subprocess.TimeoutExpired, ValueError):
         gpus = None
     return {
@@ -148,6 +133,35 @@ def probe_node() -> dict[str, Any]:
         "memory_total": psutil.virtual_memory().total,
         "nvidia_smi": gpus,
     }
+
+
+SMI_FIELDS = "index,name,memory.total,memory.used,utilization.gpu"
+
+
+def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
+    """``nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader,nounits`` as one dict per GPU
+    (a field a GPU does not report, ``[N/A]``, becomes None)."""
+
+    def number(value: str) -> float | None:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+
+    gpus = []
+    for line in text.strip().splitlines():
+        index, rest = line.split(",", 1)
+        name, total, used, util = (p.strip() for p in rest.rsplit(",", 3))  # a name may hold commas
+        gpus.append(
+            {
+                "index": int(index.strip()),
+                "name": name,
+                "memory_total_mb": number(total),
+                "memory_used_mb": number(used),
+                "utilization_percent": number(util),
+            }
+        )
+    return gpus
 
 
 def node_dir() -> Path:

@@ -86,6 +86,13 @@ def test_envs_placed_by_node_index_run_on_those_hosts(cluster, hosts):
     head_node = nodes[hosts.hosts[0].address]
     assert head_node["is_head"] and "default_env" in [w["env"] for w in head_node["workers"]]
 
+    # `runhouse status` on the head shows the same (RH_PORT in the command's env names the daemon)
+    prefix = rh.function(uf.python_prefix).to(cluster)()
+    (code, out, err), *_ = cluster.run([f"COLUMNS=250 {prefix}/bin/python -m runhouse.cli status"])
+    assert code == 0, err
+    assert "Nodes" in out and all(h.address in out for h in hosts.hosts), out
+    assert "on_node_1: " in out and "on_node_2: " in out, out
+
 
 def test_a_custom_resource_places_the_worker_on_the_host_that_has_it(cluster, hosts):
     env = rh.env(name="needs_tpu", compute={"tpu_slice": 1})

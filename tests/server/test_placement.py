@@ -18,6 +18,7 @@ from runhouse.exceptions import BadRequest
 from runhouse.protocol.ipc import MAGIC, PREAMBLE
 from runhouse.protocol.serialization import deserialize, serialize_parts
 from runhouse.protocol.shm import shm_dir
+from runhouse.server.nodeworker import parse_nvidia_smi
 from runhouse.server.placement import WorkerListener, check_compute, inline_segments
 
 
@@ -95,3 +96,24 @@ def test_compute_from_a_client_is_checked():
     for bad in ({"GPU": -1}, {"node_idx": 1.5}, {"CPU": "2"}, ["GPU"], {"GPU": True}):
         with pytest.raises(BadRequest):
             check_compute(bad)
+
+
+def test_nvidia_smi_rows_become_gpus():
+    text = "0, NVIDIA H200, 143771, 1, 0\n1, NVIDIA A10G, 23028, [N/A], 37\n"
+    assert parse_nvidia_smi(text) == [
+        {
+            "index": 0,
+            "name": "NVIDIA H200",
+            "memory_total_mb": 143771.0,
+            "memory_used_mb": 1.0,
+            "utilization_percent": 0.0,
+        },
+        {
+            "index": 1,
+            "name": "NVIDIA A10G",
+            "memory_total_mb": 23028.0,
+            "memory_used_mb": None,
+            "utilization_percent": 37.0,
+        },
+    ]
+    assert parse_nvidia_smi("") == []
