@@ -107,7 +107,8 @@ def run_chunks(
                 return
 
     with ThreadPoolExecutor(per_key * len(keys), thread_name_prefix="rh-map") as pool:
-        futures = [pool.submit(drive, key) for key in keys for _ in range(per_key)]
+        # slot-major, so every worker's first driver starts before any worker's second
+        futures = [pool.submit(drive, key) for _ in range(per_key) for key in keys]
         try:
             wait(futures)
         except BaseException:  # Ctrl-C here: take no more chunks; those in flight finish

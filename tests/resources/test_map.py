@@ -96,7 +96,8 @@ def test_replicas_are_a_pool_that_spreads_calls(cluster):
     assert pool.call("where") in pids
     scaled = pool.map("scale", range(3000), by=2)
     assert [x for _, x in scaled] == [2 * x for x in range(3000)]
-    assert {pid for pid, _ in scaled} == set(pids)  # chunks went to every replica
+    # items that take a while: every replica's drivers get chunks (tiny ones may all be done by two)
+    assert set(pool.map("hold", [0.01] * 60)) == set(pids)
     with pytest.raises(AttributeError, match="no method 'nope'"):
         pool.map("nope", [1])
     with pytest.raises(ConfigError, match="takes no run_name"):
