@@ -5,9 +5,12 @@ Starts Den (``runhouse den start``) on a throwaway PostgreSQL (``tests/denserver
 in bulk with COPY: 50 users, 10,000 resources (2,000 of them the signed-in user's, 30% of the
 rest public, 1,000 shared with them; 200 clusters with heartbeats; 200 secrets) with one version
 each, and 1,000,000 usage events over the last 90 days (200 clusters, 50 users; 90% calls, 6%
-deploys, 2% launches, 2% teardowns), summed into ``usage_hours``. Then signs in to the dashboard over HTTP and, from one
-kept-alive connection, requests each main page ``--requests`` times after 5 untimed ones.
-Prints a Markdown table of p50/p99 per page; stops what it started.
+deploys, 2% launches, 2% teardowns), summed into ``usage_hours``, ``usage_days`` and
+``usage_clusters`` as migrations 0002 and 0004 do. Then signs in to the dashboard over HTTP and,
+from one kept-alive connection, times each main page's first request (nothing of it is kept yet:
+for the usage pages, every bucket is summed from the rollups) and then ``--requests`` more after 5
+untimed ones, and ``GET /v1/usage`` (since 1 day, 7 days, all time) 5 times each. Prints a
+Markdown table of the first request and p50/p99 per page; stops what it started.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ SHARED = 1_000
 EVENTS = 1_000_000
 DAYS = 90
 WARMUP = 5
+API_SINCE = ("1d", "7d", None)  # GET /v1/usage as the signed-in user: 1 untimed, API_REQUESTS timed
+API_REQUESTS = 5
 
 
 def fill(dsn: str, me: str) -> None:
@@ -96,12 +101,22 @@ def fill(dsn: str, me: str) -> None:
                 copy.write_row(
                     (rng.choice(users), rng.choice(uris), rng.choice(kinds), None, rng.randint(1, 20), at)
                 )
-        # What usage.record keeps per report, summed here at once as migration 0002 does.
+        # What usage.record keeps per report, summed here at once as migrations 0002 and 0004 do.
         hour = "CAST(FLOOR(EXTRACT(EPOCH FROM at) / 3600) AS INTEGER)"
         cur.execute(
             "INSERT INTO usage_hours (hour, cluster, username, kind, count, first_at, last_at) "
             f"SELECT {hour}, cluster, username, kind, SUM(count), MIN(at), MAX(at) FROM usage_events "
             f"GROUP BY {hour}, cluster, username, kind"
+        )
+        day = "CAST(FLOOR(EXTRACT(EPOCH FROM at) / 86400) AS INTEGER)"
+        cur.execute(
+            "INSERT INTO usage_days (day, cluster, username, kind, resource, count, first_at, last_at) "
+            f"SELECT {day}, cluster, username, kind, COALESCE(resource, ''), SUM(count), MIN(at), MAX(at) "
+            f"FROM usage_events GROUP BY {day}, cluster, username, kind, COALESCE(resource, '')"
+        )
+        cur.execute(
+            "INSERT INTO usage_clusters (cluster, owner, name) SELECT cluster, split_part(cluster, '/', 2), "
+            "split_part(cluster, '/', 3) FROM usage_events GROUP BY cluster"
         )
         conn.commit()
         cur.execute("ANALYZE")
@@ -149,8 +164,11 @@ def main() -> None:
             )
             http = sign_in(den, token)
             try:
-                print("| page | p50 ms | p99 ms | bytes |\n| --- | ---: | ---: | ---: |")
+                print("| page | first ms | p50 ms | p99 ms | bytes |\n| --- | ---: | ---: | ---: | ---: |")
                 for label, path in PAGES:
+                    t = time.perf_counter()
+                    http.get(path).raise_for_status()
+                    first_ms = (time.perf_counter() - t) * 1000
                     for _ in range(WARMUP):
                         http.get(path).raise_for_status()
                     samples = []
@@ -160,7 +178,26 @@ def main() -> None:
                         samples.append(time.perf_counter() - t)
                         reply.raise_for_status()
                     s = summarize(samples)
-                    print(f"| {label} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {len(reply.content)} |")
+                    print(
+                        f"| {label} | {first_ms:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} "
+                        f"| {len(reply.content)} |"
+                    )
+                api = den.client(token)
+                for since in API_SINCE:
+                    params = {"since": since} if since else {}
+                    api.get("/v1/usage", params=params).raise_for_status()
+                    samples = []
+                    for _ in range(API_REQUESTS):
+                        t = time.perf_counter()
+                        reply = api.get("/v1/usage", params=params)
+                        samples.append(time.perf_counter() - t)
+                        reply.raise_for_status()
+                    s = summarize(samples)
+                    label = (
+                        f"API GET /v1/usage{'?since=' + since if since else ''} ({len(reply.json())} rows)"
+                    )
+                    print(f"| {label} | - | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {len(reply.content)} |")
+                api.close()
             finally:
                 http.close()
         finally:
