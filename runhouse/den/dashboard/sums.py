@@ -7,12 +7,13 @@ The clusters the viewer may see are worked out once per request
 (:func:`runhouse.den.usage.readable_clusters`, over the short ``usage_clusters`` list) and the sums
 keep to exactly those, in SQL.
 
-Events are stamped with the time they are recorded, so a bucket that ended before the previous
-hour began never changes again (:data:`SETTLE_H` allows for a report still committing). Such
-*closed* buckets are kept in :class:`ClosedBuckets`, per Den process, keyed by the exact list of
-clusters they were summed over: a new share, a revoked one or a deleted cluster changes the list,
-so a bucket is never served for a list it was not summed for. A page then sums only the buckets it
-has not seen, normally the last one or two.
+Events are stamped with the time they are recorded, so an hour before the previous one never
+changes again (:data:`SETTLE_H` allows for a report still committing, and for Den processes whose
+clocks differ by less than that). Each Den process keeps in :class:`ClosedBuckets` the sums of a
+window's settled hours and of each settled bucket, keyed by the exact list of clusters they were
+summed over: a new share, a revoked one, a visibility change or a deleted cluster changes the list,
+so sums are never served for a list they were not summed for. A page then sums only the hours
+from the previous one on; when the window moves on, only the buckets it has not seen.
 """
 
 from __future__ import annotations
