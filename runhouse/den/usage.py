@@ -135,9 +135,8 @@ def _upsert(
     """Add ``sums`` (key ``names`` -> count) to ``table``'s rows of one ``period``, in one upsert.
     Rows go in key order so that concurrent reports lock shared rows in the same order (a deadlock
     that happens anyway is retried by Database.write); every report writes hours, then days."""
-    later = (
-        func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
-    )  # SQLite's max(a, b) is scalar
+    # SQLite's two-argument max(a, b) is its scalar greatest.
+    later = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
     rows = [
         {
             period[0]: period[1],
@@ -161,7 +160,7 @@ def _upsert(
 
 
 def _add_clusters(session: Session, clusters: list[str]) -> None:
-    rows = [{"cluster": c, "owner": parse_uri(c)[0], "name": parse_uri(c)[1]} for c in clusters]
+    rows = [{"cluster": c, **dict(zip(("owner", "name"), parse_uri(c), strict=True))} for c in clusters]
     session.execute(_insert(session)(UsageCluster).values(rows).on_conflict_do_nothing())
 
 
@@ -169,7 +168,7 @@ def readable_clusters(session: Session, user_id: int, username: str) -> list[str
     """The clusters with usage whose usage the user may see, sorted: those in their namespace and
     those whose resource they can read, listed or not (``registry.readable_resources``, in SQL)."""
     own = select(UsageCluster.cluster).where(UsageCluster.owner == username)
-    # From the short cluster list to each one's resource by the (owner_id, name) unique index.
+    # Each cluster with usage, joined to the resource saved under its owner and name.
     named = (
         select(UsageCluster.cluster)
         .select_from(UsageCluster)
