@@ -39,6 +39,46 @@ def ping(x: Any) -> Any:
     return x
 
 
+def tcp_echo_server() -> int:
+    """On a node: a thread echoing each connection's length-prefixed payload back; returns its port
+    (the raw-TCP baseline: what two sockets between the nodes move, with nothing of ours)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+
+    def read(conn: socket.socket, n: int) -> bytearray:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            got += conn.recv_into(view[got:])
+        return buf
+
+    def serve() -> None:
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(read(conn, int.from_bytes(read(conn, 8), "big")))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
+def _raw_round_trip(address: tuple[str, int], data: Any) -> None:
+    import socket
+
+    view = memoryview(data).cast("B")
+    with socket.create_connection(address) as conn:
+        conn.sendall(len(view).to_bytes(8, "big"))
+        conn.sendall(view)
+        buf = bytearray(len(view))
+        back, got = memoryview(buf), 0
+        while got < len(buf):
+            got += conn.recv_into(back[got:])
+
+
 def _p50_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
@@ -52,7 +92,9 @@ def _time(fn: Any, n: int) -> list[float]:
     return out
 
 
-def from_head(keys: list[str], node_ip: str, calls: int, mb: int, rounds: int) -> dict[str, Any]:
+def from_head(
+    keys: list[str], node_ip: str, echo_port: int, calls: int, mb: int, rounds: int
+) -> dict[str, Any]:
     """On the head: our calls to each key through the daemon on 127.0.0.1, and a Ray actor on
     ``node_ip`` called from here; p50 of trivial calls and seconds per ``mb`` MB round trip."""
     import numpy as np
@@ -98,6 +140,10 @@ def from_head(keys: list[str], node_ip: str, calls: int, mb: int, rounds: int) -
 
         out["round_trip_s"] = {key: big(stub) for key, stub in stubs.items()}
         out["round_trip_s"]["ray_actor"] = big(lambda a: ray.get(actor.ping.remote(a)))
+        _raw_round_trip((node_ip, echo_port), array)
+        out["round_trip_s"]["raw_tcp"] = min(
+            _time(lambda: _raw_round_trip((node_ip, echo_port), array), rounds)
+        )
     finally:
         ray.shutdown()
     return out
@@ -167,8 +213,14 @@ def main() -> None:
             }
             client = _client_p50(stubs, args.calls)
             actor_rss = _actor_rss_mib()
+            echo_port = rh.function(multinode.tcp_echo_server).to(cluster, env=envs["remote"])()
             head = rh.function(multinode.from_head).to(cluster, env="same")(
-                [f"ping_{k}" for k in envs], hosts.hosts[1].address, args.calls, args.mb, args.rounds
+                [f"ping_{k}" for k in envs],
+                hosts.hosts[1].address,
+                echo_port,
+                args.calls,
+                args.mb,
+                args.rounds,
             )
         finally:
             cluster.teardown()
@@ -187,12 +239,17 @@ def main() -> None:
     print(
         f"| other node (ours) / Ray actor on the other node, from the head | {p50['ping_remote'] / p50['ray_actor']:.2f}x |"
     )
+    print(
+        f"| {args.mb} MB round trip, other node: ours / raw TCP between the same nodes | "
+        f"{trip['ping_remote'] / trip['raw_tcp']:.2f}x the time |"
+    )
     if actor_rss:
         print(f"| RSS of a NodeWorker actor's Ray worker process | {statistics.median(actor_rss):.0f} MiB |")
     for key, label in (
         ("ping_same", "same node"),
         ("ping_remote", "other node"),
         ("ray_actor", "Ray actor, other node"),
+        ("raw_tcp", "raw TCP echo on the other node (no serialization, no daemon)"),
     ):
         seconds = trip[key]
         print(

@@ -40,9 +40,9 @@ from typing import Any
 
 from runhouse.exceptions import BadRequest, WorkerDied
 from runhouse.protocol.ipc import MAGIC, PREAMBLE, tune_tcp
-from runhouse.protocol.messages import Call
-from runhouse.protocol.serialization import OOB_MAGIC
-from runhouse.protocol.shm import map_segment, shm_dir
+from runhouse.protocol.messages import Call, cid_of
+from runhouse.protocol.serialization import OOB_MAGIC, SHM_MIN_BYTES
+from runhouse.protocol.shm import discard, map_segment, shm_dir, write_segment
 from runhouse.server.nodeworker import NodeWorker, probe_node
 from runhouse.server.workers import Build, PendingCall, WorkerHandle
 
@@ -401,6 +401,39 @@ def inline_segments(body: Any, folder: Path | None) -> Any:
     return [OOB_MAGIC + _LAYOUT_LEN.pack(len(inline)), inline, *parts]
 
 
+def to_segments(body: Any, folder: Path) -> Any:
+    """The reverse of :func:`inline_segments` for a reply: buffers of ``SHM_MIN_BYTES`` or more of an
+    out-of-band pickle payload are written to shared-memory files and named in its layout; the
+    rest (small) is joined into one bytes object. Nothing is unpickled."""
+    view = memoryview(body)
+    if view[:4] != OOB_MAGIC:
+        return body
+    (size,) = _LAYOUT_LEN.unpack_from(view, 4)
+    layout = json.loads(bytes(view[8 : 8 + size]))
+    lengths, segments = layout["lengths"], dict(layout.get("shm") or {})
+    pos = 8 + size + lengths[0]
+    stream = view[8 + size : pos]
+    inline: list[memoryview] = []
+    written: list[str] = []
+    try:
+        for i, length in enumerate(lengths[1:]):
+            if str(i) in segments:
+                continue
+            chunk = view[pos : pos + length]
+            pos += length
+            if length >= SHM_MIN_BYTES:
+                segments[str(i)] = write_segment(folder, chunk)
+                written.append(segments[str(i)])
+            else:
+                inline.append(chunk)
+    except OSError:  # /dev/shm full: the reply goes as it came
+        for name in written:
+            discard(folder, name)
+        return body
+    text = json.dumps({"lengths": lengths, "shm": segments}).encode()
+    return b"".join([OOB_MAGIC, _LAYOUT_LEN.pack(len(text)), text, stream, *inline])
+
+
 def _without_shm(msg: Any) -> Any:
     return msg._replace(options={**msg.options, "shm": False}) if type(msg) is Call else msg
 
@@ -426,6 +459,7 @@ class PlacedWorker(WorkerHandle):
         self._listener = listener
         self._actor: Any = None
         self._answered = True  # whether the actor answered when the connection ended
+        self._shm_replies: set[int] = set()  # calls whose large results go to the head's shared memory
         self.output: list[str] = []  # what building the env on the node printed
 
     def describe(self) -> str:
@@ -437,8 +471,27 @@ class PlacedWorker(WorkerHandle):
         peek = build(0)
         if type(peek) is Call and peek.options["shm"]:
             body = inline_segments(body, shm_dir())
-            return super().submit(lambda cid: _without_shm(build(cid)), body)
+            cid, pending = super().submit(lambda cid: _without_shm(build(cid)), body)
+            self._shm_replies.add(cid)
+            return cid, pending
         return super().submit(build, body)
+
+    def _on_message(self, header: Any, body: Any) -> None:
+        """A reply to a call whose client shares the head's memory: its large buffers go into shared
+        memory here, so the client maps them instead of reading them through another socket."""
+        if body is not None and self._shm_replies and cid_of(header) in self._shm_replies:
+            folder = shm_dir()
+            if folder is not None:
+                body = to_segments(body, folder)
+        super()._on_message(header, body)
+
+    def forget(self, cid: int) -> None:
+        self._shm_replies.discard(cid)
+        super().forget(cid)
+
+    def cancel(self, cid: int) -> None:
+        self._shm_replies.discard(cid)
+        super().cancel(cid)
 
     async def start(self, log_path: str | None = None) -> None:
         self._actor, where = await self._placer.run(self._placer.place, self.name, self.compute)

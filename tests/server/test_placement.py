@@ -19,7 +19,7 @@ from runhouse.protocol.ipc import MAGIC, PREAMBLE
 from runhouse.protocol.serialization import deserialize, serialize_parts
 from runhouse.protocol.shm import shm_dir
 from runhouse.server.nodeworker import parse_nvidia_smi
-from runhouse.server.placement import WorkerListener, check_compute, inline_segments
+from runhouse.server.placement import WorkerListener, check_compute, inline_segments, to_segments
 
 
 class _Touch:
@@ -87,8 +87,15 @@ def test_shared_memory_arguments_are_made_inline():
         deserialize(payload, "pickle", None)  # what a worker on another node would see
     inline = inline_segments(payload, folder)
     assert deserialize(b"".join(bytes(p) for p in inline), "pickle", None) == value
-    plain = serialize_parts(value, "pickle", None)
-    assert inline_segments(b"".join(bytes(p) for p in plain), folder) is not None
+    plain = b"".join(bytes(p) for p in serialize_parts(value, "pickle", None))
+    assert inline_segments(plain, folder) is plain  # nothing in shared memory: passed as it is
+
+    # a reply from a worker on another node, for a client on the head: big buffers into shared memory
+    reply = to_segments(bytearray(plain), folder)
+    assert len(reply) < 3 << 20  # the 9 MB buffer left the body; the 2 MB one stayed
+    with pytest.raises(Exception, match="shared memory"):
+        deserialize(reply, "pickle", None)
+    assert deserialize(reply, "pickle", folder) == value
 
 
 def test_compute_from_a_client_is_checked():
