@@ -15,7 +15,9 @@ that drift hits all alike:
 
 Measured: a trivial call's p50/p99 on each (the overhead is tunnel p50 minus direct p50; goal at
 most 0.3 ms), and the round trip of a 100 MB numpy array (MB/s = 100 MB / seconds, median of
-``--reps``; goal at least 300 MB/s through the tunnel). The test host shares this machine's
+``--reps``; goal at least 300 MB/s through the tunnel). To tell the tunnel's own ceiling from the
+daemon's, the same 100 MB also go there and back as bare bytes to an echo server on the host
+(directly, through an OpenSSH tunnel, through asyncssh's forward), no HTTP, no pickle. The test host shares this machine's
 ``/dev/shm``, so same-host shared memory is switched off in these clients: on a real remote host
 the bytes cross the tunnel, and here they must too.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +83,50 @@ def _round_trips(clients: dict[str, Any], reps: int) -> dict[str, list[float]]:
             began = time.perf_counter()
             client.call("identity", "call", (array,), {}, options)
             seconds[name].append(time.perf_counter() - began)
+    return seconds
+
+
+# Bytes only, no daemon: receives a length-prefixed body into one buffer and sends it back whole.
+ECHO_SERVER = """
+import socket, sys, threading
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1); buf = None
+    while len(head := c.recv(8, socket.MSG_WAITALL)) == 8:
+        n = int.from_bytes(head, "big"); buf = buf if buf is not None and len(buf) == n else bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n: got += c.recv_into(view[got:])
+        c.sendall(buf)
+    c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); print("up", flush=True)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+def _raw_round_trips(ports: dict[str, tuple[str, int]], reps: int) -> dict[str, list[float]]:
+    """100 MB there and back on a plain socket to the echo server, through each path."""
+    import socket
+
+    data = os.urandom(SIZE_BYTES)
+    back = bytearray(SIZE_BYTES)
+    socks = {}
+    for name, address in ports.items():
+        socks[name] = socket.create_connection(address)
+        socks[name].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    seconds: dict[str, list[float]] = {name: [] for name in ports}
+    for rep in range(reps + 1):  # the first is untimed
+        for name, sock in socks.items():
+            began = time.perf_counter()
+            sock.sendall(len(data).to_bytes(8, "big"))
+            sock.sendall(data)
+            view, got = memoryview(back), 0
+            while got < SIZE_BYTES:
+                got += sock.recv_into(view[got:])
+            if rep:
+                seconds[name].append(time.perf_counter() - began)
+    for sock in socks.values():
+        sock.close()
     return seconds
 
 
@@ -144,10 +191,27 @@ def main() -> None:
         }
         for client in clients.values():
             client._shm_state = None  # the bytes must cross the tunnel (see the docstring)
+        echo_port = _free_port()
+        echo = subprocess.Popen(
+            ["ip", "netns", "exec", hosts.hosts[0].netns, sys.executable, "-c", ECHO_SERVER, str(echo_port)],
+            stdout=subprocess.PIPE,
+        )
         try:
+            assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
+            raw_async_port, raw_async = session._asyncssh_forward(0, echo_port)
+            raw_ports = {
+                "direct": (address, echo_port),
+                "openssh": ("127.0.0.1", session.forward(echo_port)),
+                "asyncssh": ("127.0.0.1", raw_async_port),
+            }
             latency = {name: summarize(s) for name, s in _latency(clients, args.calls, args.rounds).items()}
             trips = _round_trips(clients, args.reps)
+            raw = _raw_round_trips(raw_ports, args.reps)
+            raw_async.close()
+            session.close_forward(echo_port)
         finally:
+            echo.kill()
+            echo.wait()
             for client in clients.values():
                 client.close()
             async_listener.close()
@@ -156,10 +220,12 @@ def main() -> None:
     mb = SIZE_BYTES / 1e6
     rates = {name: mb / median(s) for name, s in trips.items()}
     base = latency["direct"]["p50_ms"]
+    raw_rates = {name: mb / median(s) for name, s in raw.items()}
     print(
-        "| path | trivial call p50 / p99 (ms) | overhead vs direct at p50 (ms) | 100 MB round trip (MB/s) |"
+        "| path | trivial call p50 / p99 (ms) | overhead vs direct at p50 (ms) | 100 MB round trip (MB/s) "
+        "| bytes only: 100 MB there and back (MB/s) |"
     )
-    print("| --- | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, label in (
         ("direct", "direct HTTP to the host (`none`)"),
         ("openssh", "SSH tunnel: `ssh -N -L` process (now)"),
@@ -169,7 +235,8 @@ def main() -> None:
         row = latency[name]
         print(
             f"| {label} | {row['p50_ms']:.3f} / {row['p99_ms']:.3f} | "
-            f"{row['p50_ms'] - base:+.3f} | {rates[name]:.0f} |"
+            f"{row['p50_ms'] - base:+.3f} | {rates[name]:.0f} | "
+            f"{f'{raw_rates[name]:.0f}' if name in raw_rates else '-'} |"
         )
     overhead = latency["openssh"]["p50_ms"] - base
     print(
@@ -178,7 +245,7 @@ def main() -> None:
         f"(>= 300: {'met' if rates['openssh'] >= 300 else 'NOT met'})"
     )
     if args.json:
-        print(json.dumps({"latency": latency, "round_trip_s": trips}, indent=1))
+        print(json.dumps({"latency": latency, "round_trip_s": trips, "bytes_only_s": raw}, indent=1))
 
 
 if __name__ == "__main__":
