@@ -169,3 +169,18 @@ def provider_variables(names: Iterable[str]) -> dict[str, str]:
     Azure's ``AZURE_CLIENT_ID``...), which its SDKs read from the environment rather than a file:
     ``rh.provider_secret("azure")`` collects them here, so only this module reads ``os.environ``."""
     return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def kubeconfig_locations() -> str:
+    """``KUBECONFIG`` as the Kubernetes client reads it (``:``-separated files), else
+    ``~/.kube/config``."""
+    return os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+
+def kubeconfig_path() -> Path:
+    """The kubeconfig this machine's kubectl (and SkyPilot) use: the first existing file named in
+    ``KUBECONFIG`` (a ``:``-separated list), else ``~/.kube/config``."""
+    for part in (os.environ.get("KUBECONFIG") or "").split(os.pathsep):
+        if part and Path(part).expanduser().is_file():
+            return Path(part).expanduser()
+    return Path("~/.kube/config").expanduser()

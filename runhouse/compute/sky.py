@@ -36,6 +36,7 @@ from typing import Any
 from runhouse.client.transport import Endpoint
 from runhouse.compute.daemon import DaemonHost, DenIdentity, ThroughDaemon
 from runhouse.exceptions import ConfigError
+from runhouse.settings import kubeconfig_locations
 
 try:
     import sky
@@ -58,6 +59,10 @@ sky_annotations.is_on_api_server = False
 
 #: makes the SkyPilot backend every launch, status and teardown goes through (the seam to the cloud)
 BACKEND: Callable[[], Any] = cloud_vm_ray_backend.CloudVmRayBackend
+
+#: how often our keeper on the head refreshes SkyPilot's idle clock while our daemon is busy
+#: (:mod:`runhouse.compute.skyidle`; SkyPilot's skylet looks once a minute)
+KEEP_AWAKE_EVERY_S = 30.0
 
 #: ``provider=`` values that let SkyPilot's optimizer choose among the clouds ``sky check`` enabled
 ANY_PROVIDER = ("cheapest", "any")
@@ -148,8 +153,19 @@ def resources(request: SkyRequest) -> Any:
 
 @contextmanager
 def _traceback_kept() -> Iterator[None]:
-    """SkyPilot sets ``sys.tracebacklimit = 0`` around errors it raises and does not put it back
-    when they escape; keep the user's tracebacks whole."""
+    """One SkyPilot request: start with SkyPilot's request-scoped caches cleared, as its API
+    server does per request (the current kubeconfig context, a context's namespace and nodes are
+    cached there, and each of our launches may run with a different ``KUBECONFIG``, which the
+    Kubernetes client is told again); and since
+    SkyPilot sets ``sys.tracebacklimit = 0`` around errors it raises and does not put it back when
+    they escape, keep the user's tracebacks whole."""
+    for cached in sky_annotations.FUNCTIONS_NEED_RELOAD_CACHE:
+        cached.cache_clear()
+    # the Kubernetes client reads KUBECONFIG once, when imported; ours changes between requests
+    # (a provider secret's temporary file, a copy naming the context and namespace)
+    kube_config = sys.modules.get("kubernetes.config.kube_config")
+    if kube_config is not None:
+        setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", kubeconfig_locations())  # noqa: B010
     before = getattr(sys, "tracebacklimit", None)
     try:
         yield
@@ -224,13 +240,15 @@ class SkyLauncher:
     def launch(self, name: str, request: SkyRequest, autostop_mins: float | None = None) -> Head:
         """Launch (or reuse, if SkyPilot has it up) cluster ``name``; SkyPilot prints its progress.
         With ``autostop_mins``, SkyPilot stops the machines after that long idle, whatever our
-        daemon does."""
+        daemon does; on Kubernetes, where a pod cannot be stopped, it deletes them (autodown)."""
+        minutes = autostop_minutes(autostop_mins)
         with _traceback_kept():
             try:
                 _, handle = sky_execution.launch(
                     task(name, request),
                     cluster_name=name,
-                    idle_minutes_to_autostop=autostop_minutes(autostop_mins),
+                    idle_minutes_to_autostop=minutes,
+                    down=minutes is not None and request.provider == "kubernetes",
                     backend=self.backend,
                     stream_logs=True,
                 )
@@ -242,7 +260,8 @@ class SkyLauncher:
 
     def record(self, name: str) -> dict[str, Any] | None:
         """SkyPilot's record of ``name`` (``status``, ``autostop``, ``launched_at``, ...), or None."""
-        records = sky_core.status(cluster_names=[name], refresh=sky_common.StatusRefreshMode.NONE)
+        with _traceback_kept():
+            records = sky_core.status(cluster_names=[name], refresh=sky_common.StatusRefreshMode.NONE)
         return records[0] if records else None
 
     def state(self, name: str) -> str | None:
@@ -262,7 +281,8 @@ class SkyLauncher:
         handle = global_user_state.get_handle_from_cluster_name(name)
         if handle is None:
             return False
-        self.backend.teardown(handle, terminate=True)
+        with _traceback_kept():
+            self.backend.teardown(handle, terminate=True)
         return True
 
     def names(self) -> list[dict[str, Any]]:

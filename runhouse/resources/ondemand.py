@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -36,7 +37,7 @@ from runhouse.resources.den import current_user, den_client
 from runhouse.resources.env import Env, env_from_config
 from runhouse.resources.secret import Secret, secret
 from runhouse.resources.store import LocalStore, den_address, local_name
-from runhouse.settings import load_settings
+from runhouse.settings import kubeconfig_path, load_settings
 
 if TYPE_CHECKING:  # the sky extra is imported when a cluster is launched or looked up, not before
     from runhouse.compute.sky import Head, SkyLauncher, SkyRequest
@@ -95,15 +96,11 @@ class OnDemandCluster(Cluster):
         ips: list[str] | None = None,
         ssh_creds: dict[str, Any] | str | None = None,
         den_auth: bool = False,
+        internal_ips: list[str] | None = None,
     ) -> None:
         if not name:
             raise ConfigError(
                 "an on-demand cluster needs a name (SkyPilot's cluster name): rh.cluster(name=...)"
-            )
-        if provider == "kubernetes":
-            raise ConfigError(
-                "provider='kubernetes' is not supported yet: SkyPilot's Kubernetes path is not tested here "
-                "(see docs/architecture.md, On-demand clusters); use a cloud provider or host=[...]"
             )
         if provider != "kubernetes" and (namespace is not None or context is not None):
             raise ConfigError("namespace= and context= are for provider='kubernetes'")
@@ -123,7 +120,14 @@ class OnDemandCluster(Cluster):
         self.namespace = namespace
         self.context = context
         self.provider_secret = provider_secret
-        _validate(self._request())  # refused now (by us or SkyPilot), not at launch
+        self.internal_ips = list(internal_ips or [])
+        # refused now (by us or SkyPilot), not at launch; SkyPilot checks a Kubernetes context
+        # against the kubeconfig, which may be the provider secret's
+        if provider == "kubernetes":
+            with self._credentials():
+                _validate(self._request())
+        else:
+            _validate(self._request())
         # Cluster needs a host; until SkyPilot reports one, the kind is NotLaunched (see _make_daemon)
         self._launched = bool(ips)
         super().__init__(
@@ -143,11 +147,6 @@ class OnDemandCluster(Cluster):
     def _request(self) -> SkyRequest:
         from runhouse.compute.sky import SkyRequest  # noqa: PLC0415 - the optional extra
 
-        if self.num_nodes > 1:
-            raise ConfigError(
-                f"num_nodes={self.num_nodes}: on-demand clusters of more than one node are not supported yet "
-                "(launch one node, or give the hosts of machines you have: rh.cluster(host=[...]))"
-            )
         return SkyRequest(
             provider=self.provider,
             instance_type=self.instance_type,
@@ -174,7 +173,41 @@ class OnDemandCluster(Cluster):
             from runhouse.compute.sky import NotLaunched  # noqa: PLC0415 - the optional extra
 
             return NotLaunched(str(self.name))
+        if len(self.hosts) > 1:
+            return self._multi_node_daemon()
         return super()._make_daemon()  # the head's SSH details: an SSH host like any other
+
+    def _multi_node_daemon(self) -> DaemonHost:
+        """SkyPilot's nodes as a multi-node cluster (our daemon on the head, Ray across them). Ray's
+        nodes meet at the addresses SkyPilot reports as internal (a cloud's private IPs), while
+        SSH goes to the external ones. ``autostop_mins`` is SkyPilot's alone here: it stops every
+        node when idle, which our daemon's own autostop cannot yet do on several nodes."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        from runhouse.compute import raycluster  # noqa: PLC0415 - with the kind it serves
+        from runhouse.compute.raynodes import RayHost, RayNodes  # noqa: PLC0415
+        from runhouse.compute.ssh import pool_for  # noqa: PLC0415
+
+        spec = replace(self._daemon_spec(), autostop_mins=None)
+        daemon = raycluster.RayClusterDaemon(spec)
+        internal = list(self.internal_ips or [])
+        if internal and internal != list(self.hosts):
+            if len(internal) != len(self.hosts):
+                raise ConfigError(
+                    f"SkyPilot reported {len(self.hosts)} node addresses but {len(internal)} internal ones"
+                )
+            assert spec.ssh_creds is not None
+            daemon.ray = RayNodes(
+                [
+                    RayHost(h, spec.ssh_creds, node_ip=ip, python=spec.python, name=h)
+                    for h, ip in zip(self.hosts, internal, strict=True)
+                ],
+                pool_for(spec.settings.home),
+                raycluster.RAY_OPTIONS,
+                progress=lambda message: print(message, file=sys.stderr, flush=True),
+                host_key_policy=daemon.head.known_hosts.policy,
+            )
+        return daemon
 
     @property
     def head(self) -> str:
@@ -193,10 +226,24 @@ class OnDemandCluster(Cluster):
         if head is not None:
             self._adopt(head)
         super().up()
+        if self.autostop_mins is not None and self.autostop_mins >= 0:
+            self._keep_skypilot_awake()
         if self.rns_address is None:  # so `runhouse cluster down NAME` finds its port and login;
             # not a save: a later .save() still goes to Den when logged in
             LocalStore(self.settings).save(local_name(str(self.name)), self._local_record())
         return self
+
+    def _keep_skypilot_awake(self) -> None:
+        """Start the keeper that tells SkyPilot's autostop about our calls (SkyPilot counts only
+        its own jobs as activity; see :mod:`runhouse.compute.skyidle`), in the default worker."""
+        from runhouse.compute import sky, skyidle  # noqa: PLC0415 - the optional extra
+        from runhouse.resources.function import function  # noqa: PLC0415 - resources import clusters
+
+        keeper = function(skyidle.keep_skypilot_awake).to(self, name="_rh_skypilot_awake")
+        try:
+            keeper(sky.KEEP_AWAKE_EVERY_S)
+        finally:
+            self.delete("_rh_skypilot_awake")
 
     def is_up(self) -> bool:
         return self._launched and super().is_up()
@@ -218,6 +265,7 @@ class OnDemandCluster(Cluster):
         self._den_event("cluster_down")
         self._launched = False
         self.hosts = []
+        self.internal_ips = []
         self.ssh_creds = None
         self._daemon = self._make_daemon()
 
@@ -237,6 +285,7 @@ class OnDemandCluster(Cluster):
         (unless the config already names a Den secret holding that key)."""
         changed = list(head.ips) != self.hosts
         self.hosts = list(head.ips)
+        self.internal_ips = list(head.internal_ips)
         if self.ssh_secret is None or changed:
             from runhouse.compute.ssh import SSHCreds  # noqa: PLC0415 - with the kind it serves
 
@@ -257,9 +306,9 @@ class OnDemandCluster(Cluster):
             env: dict[str, str] = {}
             if self.provider_secret:
                 env.update(stack.enter_context(_loaded_secret(self.provider_secret).provider_env()))
-            if self.provider == "kubernetes" and self.namespace:
+            if self.provider == "kubernetes" and (self.namespace or self.context):
                 env["KUBECONFIG"] = stack.enter_context(
-                    _with_namespace(env.get("KUBECONFIG"), self.context, self.namespace)
+                    _kubeconfig_for(env.get("KUBECONFIG"), self.context, self.namespace)
                 )
             stack.enter_context(environment(env))
             yield
@@ -289,6 +338,12 @@ class OnDemandCluster(Cluster):
         if target is not None and self._launched and self.ssh_secret is None and creds is not None:
             if not creds.ssh_private_key:
                 raise ConfigError(f"SkyPilot gave no SSH key for {self.name!r}; it cannot be shared")
+            if creds.ssh_proxy_command:
+                raise ConfigError(
+                    f"{self.name!r} is reached through SkyPilot's Kubernetes port-forward proxy, which runs with "
+                    "the launcher's kubeconfig; sharing such a cluster in Den is not supported yet "
+                    "(share the kubeconfig as rh.provider_secret('kubernetes') and let teammates launch their own)"
+                )
             key = Secret(
                 f"{target.rsplit('/', 1)[-1]}-ssh",
                 {
@@ -314,6 +369,7 @@ class OnDemandCluster(Cluster):
         cfg = super().config()
         cfg.update({f: getattr(self, f) for f in SKY_FIELDS})
         cfg["host"] = list(self.hosts)
+        cfg["internal_ips"] = list(self.internal_ips)
         if not self._launched:
             cfg["ssh_creds"] = None
         return cfg
@@ -326,6 +382,7 @@ class OnDemandCluster(Cluster):
             server_connection_type=config.get("server_connection_type") or "ssh",
             default_env=env_from_config(config.get("default_env")),
             ips=list(config.get("host") or []),
+            internal_ips=list(config.get("internal_ips") or []),
             ssh_creds=config.get("ssh_creds"),
             autostop_mins=config.get("autostop_mins"),
             den_auth=bool(config.get("den_auth")),
@@ -359,21 +416,26 @@ def _loaded_secret(name: str) -> Secret:
 
 
 @contextlib.contextmanager
-def _with_namespace(kubeconfig: str | None, context: str | None, namespace: str) -> Iterator[str]:
-    """A copy of ``kubeconfig`` (else ``~/.kube/config``) whose ``context`` (else
-    its current one) uses ``namespace``: SkyPilot creates its pods in the context's namespace."""
+def _kubeconfig_for(kubeconfig: str | None, context: str | None, namespace: str | None) -> Iterator[str]:
+    """A 0600 copy of ``kubeconfig`` (else this machine's: ``$KUBECONFIG`` or ``~/.kube/config``)
+    whose current context is ``context`` (SkyPilot launches only in the current context unless its
+    own config allows others) and whose context uses ``namespace`` (SkyPilot creates its pods in
+    the context's namespace); removed when the block ends."""
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    source = Path(kubeconfig or "~/.kube/config").expanduser()
+    source = Path(kubeconfig).expanduser() if kubeconfig else kubeconfig_path()
     if not source.is_file():
         raise ConfigError(f"provider='kubernetes' needs a kubeconfig: {source} does not exist")
     config = yaml.safe_load(source.read_text()) or {}
     wanted = context or config.get("current-context")
     entries = [c for c in config.get("contexts") or [] if c.get("name") == wanted]
     if not entries:
-        raise ConfigError(f"kubeconfig {source} has no context {wanted!r}")
-    entries[0].setdefault("context", {})["namespace"] = namespace
+        known = [c.get("name") for c in config.get("contexts") or []]
+        raise ConfigError(f"kubeconfig {source} has no context {wanted!r} (it has {known})")
+    config["current-context"] = wanted
+    if namespace:
+        entries[0].setdefault("context", {})["namespace"] = namespace
     folder = tempfile.mkdtemp(prefix="rh-kube-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         path = Path(folder) / "config"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,6 @@ def test_arguments_are_validated_by_skypilot(sky_home):
         rh.cluster(name="x", instance_type="A10G:1", provider="aws", colour="blue")
     with pytest.raises(ConfigError, match="namespace"):
         rh.cluster(name="x", instance_type="A10G:1", provider="aws", namespace="ml")
-    with pytest.raises(ConfigError, match="kubernetes' is not supported yet"):
-        rh.cluster(name="x", cpus=2, provider="kubernetes", namespace="ml")
 
 
 def test_config_round_trip_keeps_every_argument(sky_home):
@@ -190,3 +189,43 @@ def test_install_hint_without_skypilot(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     out = subprocess.run([os.sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert 'pip install "runhouse[sky]"' in out.stdout, out.stdout + out.stderr
+
+
+def _settled(host, quiet_s: float = 2.0, limit_s: float = 60.0) -> float:
+    """SkyPilot's last active time on ``host`` once it has stopped moving for ``quiet_s``."""
+    deadline = time.monotonic() + limit_s
+    seen = skylab.skylet_last_active(host)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = skylab.skylet_last_active(host)
+        if now == seen:
+            return now
+        seen = now
+    raise AssertionError(f"SkyPilot's last active time on {host.address} kept moving for {limit_s} s")
+
+
+def test_skypilot_autostop_counts_our_calls_as_activity(cloud, served, monkeypatch):
+    """SkyPilot's autostop counts idleness from the last active time in the head's skylet state,
+    which only its own jobs reset; while our daemon runs a call, our keeper moves it forward, and
+    an idle daemon leaves it alone (so SkyPilot still stops an idle cluster on time)."""
+    from runhouse.compute import sky
+
+    monkeypatch.setattr(sky, "KEEP_AWAKE_EVERY_S", 0.5)
+    hosts = served[0]
+    busy = rh.cluster(
+        name="rh-busy", instance_type="CPU:2", provider="aws", autostop_mins=5, server_port=free_port()
+    ).up()
+    try:
+        head = cloud.head_of("rh-busy")
+        assert cloud.autostop["rh-busy"] == 5 and skylab.skylet_last_active(head) > 0  # set at launch
+        idle_since = _settled(head)
+        sleeper = rh.function(uf.sleep_for).to(busy)
+        idle_since = _settled(head)  # sending the function was activity too
+        started = time.time()
+        sleeper(4)
+        assert skylab.skylet_last_active(head) >= started + 2.5  # refreshed during the call, not just at it
+        after = _settled(head)
+        assert after > idle_since and after <= time.time() - 2  # idle again: the clock runs from the call
+    finally:
+        busy.teardown()
+    assert f"--port {busy.server_port}" not in hosts.ssh(head, "ps -eo args").stdout
