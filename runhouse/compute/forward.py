@@ -188,6 +188,10 @@ class OpenSSHTunnel:
         while not self._closed:
             began = time.monotonic()
             reason = self._start(again=not first)
+            for _ in range(2):  # a first port someone took between our pick and ssh's bind: another
+                if not (first and reason and "Address already in use" in reason):
+                    break
+                reason = self._start(again=False)
             if first:
                 first = False
                 if reason is not None:
