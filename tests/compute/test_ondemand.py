@@ -61,8 +61,8 @@ def test_arguments_are_validated_by_skypilot(sky_home):
         rh.cluster(name="x", instance_type="A10G:1", provider="aws", disk_size=-5)
     with pytest.raises(ConfigError, match="provider='azur'"):
         rh.cluster(name="x", instance_type="A10G:1", provider="azur")
-    with pytest.raises(ConfigError, match="not supported yet"):
-        rh.cluster(name="x", instance_type="A10G:1", provider="aws", num_nodes=2)
+    with pytest.raises(ConfigError, match="num_nodes must be 1 or more"):
+        rh.cluster(name="x", instance_type="A10G:1", provider="aws", num_nodes=0)
     with pytest.raises(ConfigError, match="ssh_creds"):
         rh.cluster(name="x", instance_type="A10G:1", provider="aws", ssh_creds={"ssh_user": "me"})
     with pytest.raises(ConfigError, match="unknown rh.cluster argument"):
