@@ -164,6 +164,8 @@ class OpenSSHTunnel:
             )
             self._thread.start()
             started.wait()
+            if self._closed:
+                raise SSHError(f"the tunnel to port {self.remote_port} on {self.where} was closed")
             if failure:
                 self._thread.join()
                 return self._use_fallback(failure[0])
@@ -183,22 +185,25 @@ class OpenSSHTunnel:
     # -- the tunnel's thread ------------------------------------------------------------------------
     def _run(self, started: threading.Event, failure: list[str]) -> None:
         """Start ssh, and start it again while it dies and the tunnel is not closed."""
-        failed = 0
-        first = True
-        while not self._closed:
-            began = time.monotonic()
-            reason = self._start(again=not first)
+        try:
+            reason = self._start(again=False)
             for _ in range(2):  # a first port someone took between our pick and ssh's bind: another
-                if not (first and reason and "Address already in use" in reason):
+                if not (reason and "Address already in use" in reason):
                     break
                 reason = self._start(again=False)
-            if first:
-                first = False
-                if reason is not None:
-                    failure.append(reason)
-                started.set()
-                if reason is not None:
-                    return
+            if reason is not None:
+                failure.append(reason)
+                return
+        finally:
+            started.set()  # whatever happened, open() stops waiting
+        self._keep_up()
+
+    def _keep_up(self) -> None:
+        """Wait on the running ssh; when it dies, start another on the same port (backing off)."""
+        failed = 0
+        began = time.monotonic()
+        reason: str | None = None
+        while not self._closed:
             if reason is None:
                 reason = self._wait()
             if self._closed:
@@ -208,6 +213,8 @@ class OpenSSHTunnel:
                 self._give_up(reason)
                 return
             time.sleep(RESTART_BACKOFF_S[failed - 1])
+            began = time.monotonic()
+            reason = self._start(again=True)
 
     def _wait(self) -> str:
         """Wait for the running ssh to end; how it ended."""
