@@ -9,8 +9,8 @@ fraction of the link's speed: every byte passes through Python (our SSH loop thr
   forward is opened only after asyncssh has connected to the host, which checked (and, under
   ``accept-new``, recorded) the key, so OpenSSH refuses a key that differs before logging in.
 * **Credentials.** A key file is passed with ``IdentitiesOnly``; a key from a Den secret as the
-  0600 ``/dev/shm`` copy OpenSSH tools get; a password through ``sshpass -e`` (environment, not
-  argv). ``BatchMode`` keeps ssh from ever prompting, so a forward cannot hang on a question.
+  0600 ``/dev/shm`` copy OpenSSH tools get; a password through ``sshpass -d`` (a pipe: in no argv
+  and no environment). ``BatchMode`` keeps ssh from ever prompting, so a forward cannot hang on a question.
 * **Listening.** On ``127.0.0.1`` only, the address the asyncssh forward used; a port rather than a
   Unix socket, because cluster and function endpoints are URLs (curl, other HTTP clients).
 * **Ours by pid.** The process is started from this tunnel's own thread; on Linux it is tied to
@@ -96,7 +96,8 @@ class OpenSSHTunnel:
     """127.0.0.1:``local_port`` forwarded to 127.0.0.1:``remote_port`` on a host.
 
     ``login`` is the ``ssh`` command line that logs into the host (options, ``user@host`` last);
-    None when OpenSSH cannot be used here, with ``why_not`` saying why. ``fallback(port)`` opens
+    None when OpenSSH cannot be used here, with ``why_not`` saying why. A ``password`` is handed to
+    ``sshpass`` through a pipe (``-d``), so it is in no argv and no environment. ``fallback(port)`` opens
     asyncssh's forward on that local port (0: any)."""
 
     def __init__(
@@ -104,14 +105,14 @@ class OpenSSHTunnel:
         where: str,
         remote_port: int,
         login: list[str] | None,
-        env: dict[str, str] | None,
+        password: str | None,
         fallback: Callable[[int], tuple[int, Listener]],
         why_not: str = "",
     ) -> None:
         self.where = where
         self.remote_port = remote_port
         self._login = login
-        self._env = env
+        self._password = password
         self._fallback = fallback
         self._why_not = why_not
         self.local_port = 0
@@ -246,18 +247,25 @@ class OpenSSHTunnel:
         assert self._login is not None
         port = self.local_port or _free_port()
         argv = [*self._login[:-1], *forward_options(self.remote_port, port), self._login[-1]]
-        if sys.platform.startswith("linux") and sys.executable:
-            argv = [sys.executable, "-I", "-S", "-c", _TIED, str(os.getpid()), *argv]
         if self._closed:
             return "closed"
+        fds: tuple[int, ...] = ()
+        if self._password is not None:
+            fds = (_password_pipe(self._password),)
+            argv = ["sshpass", "-d", str(fds[0]), *argv]
+        if sys.platform.startswith("linux") and sys.executable:
+            argv = [sys.executable, "-I", "-S", "-c", _TIED, str(os.getpid()), *argv]
         err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process, closed by _stop
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=self._env
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, pass_fds=fds
             )
         except OSError as e:
             err.close()
             return f"cannot run {argv[0]}: {e}"
+        finally:
+            for fd in fds:
+                os.close(fd)
         proc.rh_err = err  # type: ignore[attr-defined]
         with self._proc_lock:
             if self._closed:
@@ -297,6 +305,16 @@ def openssh_usable(password: str | None) -> str:
     if password and shutil.which("sshpass") is None:
         return "a password login needs sshpass for OpenSSH (install it, or use a key)"
     return ""
+
+
+def _password_pipe(password: str) -> int:
+    """The read end of a pipe holding ``password`` and a newline (far below a pipe's buffer)."""
+    read, write = os.pipe()
+    try:
+        os.write(write, password.encode() + b"\n")
+    finally:
+        os.close(write)
+    return read
 
 
 def _listens(pid: int, port: int) -> bool:

@@ -345,21 +345,18 @@ class SSHSession:
     def _new_tunnel(self, remote_port: int) -> OpenSSHTunnel:
         why_not = openssh_usable(self.creds.password)
         login: list[str] | None = None
-        env: dict[str, str] | None = None
         if not why_not:
             # the key was checked (and recorded) by asyncssh before this: OpenSSH must find it as is
             strict = KnownHosts(self._known_hosts, STRICT)
             login = openssh_argv(self.host, self.creds, strict)
-            if self.creds.password:
-                login = ["sshpass", "-e", *login[:-1], "-o", "PubkeyAuthentication=no", login[-1]]
-                env = {**os.environ, "SSHPASS": self.creds.password}
-            else:
-                login = [*login[:-1], "-o", "BatchMode=yes", login[-1]]
+            # a password goes to sshpass through a pipe; a key never needs a prompt
+            only = "PubkeyAuthentication=no" if self.creds.password else "BatchMode=yes"
+            login = [*login[:-1], "-o", only, login[-1]]
 
         def fallback(local_port: int) -> tuple[int, Listener]:
             return self._reconnect()._asyncssh_forward(local_port, remote_port)
 
-        return OpenSSHTunnel(self.where, remote_port, login, env, fallback, why_not)
+        return OpenSSHTunnel(self.where, remote_port, login, self.creds.password, fallback, why_not)
 
     def _asyncssh_forward(self, local_port: int, remote_port: int) -> tuple[int, Listener]:
         """asyncssh's forward from 127.0.0.1:``local_port`` (0: any free port); bytes pass through

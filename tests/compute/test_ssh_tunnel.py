@@ -183,7 +183,10 @@ def test_a_password_login_carries_the_forward_through_sshpass(hosts, rh_home, ec
     tunnel = session.tunnel(echo_port)
     assert tunnel is not None and tunnel.kind == "openssh" and tunnel.pid is not None
     sshpass = psutil.Process(tunnel.pid)
-    assert sshpass.name() == "sshpass" and hosts.password not in " ".join(sshpass.cmdline())
+    assert sshpass.name() == "sshpass"
+    for process in (sshpass, *sshpass.children()):  # given through a pipe: in no argv, no environment
+        assert hosts.password not in " ".join(process.cmdline())
+        assert hosts.password not in " ".join(process.environ().values())
     (ssh,) = sshpass.children()
     assert _echoes(local, b"through sshpass")
     session.close_forward(echo_port)
