@@ -151,6 +151,11 @@ class Env(Resource):
         if not all(isinstance(c, str) for c in self.setup_cmds):
             raise ConfigError("setup_cmds must be a list of shell command strings")
         self.compute = check_compute(compute)
+        if self.compute and not name:
+            raise ConfigError(
+                f"compute={self.compute} places the env's own worker: give the env a name (the cluster's "
+                "default env always runs on the head)"
+            )
         if venv is True and not name:
             raise ConfigError("venv=True needs the env to have a name (it names the virtual environment)")
         self.venv = (name if venv is True else venv) or None

@@ -127,6 +127,11 @@ class DaemonState:
     # -- workers on other nodes (multi-node clusters) ---------------------------------------------
     def _check_placeable(self, name: str, config: dict[str, Any]) -> None:
         compute = check_compute(config["compute"])
+        if name == DEFAULT_ENV:
+            raise BadRequest(
+                f"{DEFAULT_ENV!r} always runs on the head: give an env with compute={compute} a name of its own",
+                400,
+            )
         if self.settings.ray_address is None:
             raise BadRequest(
                 f"env {name!r}: compute={compute} places a worker on a node of a multi-node cluster "

@@ -205,6 +205,8 @@ def test_compute_is_checked_and_round_trips():
     env = rh.env(name="placed", compute={"CPU": 2, "node_idx": 1, "tpu": 1})
     assert rh.Resource.from_config(env.config()).compute == {"CPU": 2, "node_idx": 1, "tpu": 1}
     assert rh.env(name="unplaced", compute={}).config()["compute"] == {}
+    with pytest.raises(ConfigError, match="give the env a name"):
+        rh.env(compute={"GPU": 1})  # unnamed is the default env, which stays on the head
 
 
 def test_compute_on_a_one_machine_cluster_is_refused_at_to(cluster):
