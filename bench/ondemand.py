@@ -1,17 +1,20 @@
 """From SkyPilot reporting the host ready to the first call, on a fresh test host.
 
-    sudo .venv/bin/python bench/ondemand.py [--rounds 2]   # root: network-namespace hosts
+    sudo .venv/bin/python bench/ondemand.py [--rounds 3]   # root: network-namespace hosts
 
 SkyPilot runs for real on a shipped catalog; its backend's cloud step hands back a fresh
 network-namespace SSH host (tests/compute/skylab.py) and stamps the moment it does. We time from that
 stamp to the first call's result (SkyPilot's launch stages after provisioning, then our bootstrap:
 venv, wheel, install from the host's index, daemon, tunnel, deploy, call). The baseline, in the same
-run, is the same bring-up of a plain SSH cluster (``rh.cluster(host=...)``) on another fresh host.
+run, is the same bring-up of a plain SSH cluster (``rh.cluster(host=...)``) on another fresh host,
+bare (``ssh``) and with uv where SkyPilot's runtime setup leaves it on its nodes (``ssh+uv``; the test
+backend puts it there on the on-demand hosts too, tests/compute/skylab.py), so ``sky``/``ssh+uv``
+is what the on-demand path itself adds and ``sky``/``ssh`` what a SkyPilot host brings.
 
 Fairness: every host is fresh (its own venv, nothing installed), but all hosts of a run share one
 package cache, as machines behind one proxy or on one image would; a first, unmeasured bring-up
-fills it, and the two paths then alternate (on-demand, SSH, SSH, on-demand, ...) so neither gains from
-going first. Each bring-up's own step times (our bootstrap's progress lines) are printed too.
+fills it, and the paths then take turns, each round starting with the next one, so none gains
+from going first. Each bring-up's own step times (our bootstrap's progress lines) are printed too.
 """
 
 from __future__ import annotations
@@ -65,16 +68,21 @@ def steps(lines: list[str]) -> list[tuple[float, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of measurements (each order once per 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the three paths, each round starting with the next path",
+    )
     args = parser.parse_args()
     os.environ.setdefault("RH_HOME", tempfile.mkdtemp(prefix="rh-bench-home-"))
     skylab.sky_home(Path(tempfile.mkdtemp(prefix="rh-bench-sky-")))
     import runhouse as rh
 
-    order = ["warm-up"] + [
-        p for r in range(args.rounds) for p in (("sky", "ssh") if r % 2 == 0 else ("ssh", "sky"))
-    ]
-    results: dict[str, list[float]] = {"sky": [], "ssh": []}
+    paths = ["sky", "ssh", "ssh+uv"]
+    order = ["warm-up"] + [p for r in range(args.rounds) for p in paths[r % 3 :] + paths[: r % 3]]
+    results: dict[str, list[float]] = {p: [] for p in paths}
+    after_up: dict[str, list[float]] = {p: [] for p in paths}  # up() returned -> first call's result
     with sshlab.lab(n=len(order)) as (hosts, _url):
         free = list(hosts.hosts)
         cloud = skylab.Cloud(hosts=[], private_key=hosts.private_key)
@@ -109,9 +117,10 @@ def main() -> None:
                             server_port=free_port(),
                         )
                         made.up()
-                        assert rh.function(uf.add).to(made)(1, 2) == 3
-                        took = time.perf_counter() - ready[-1]
+                        start = ready[-1]
                     else:
+                        if path == "ssh+uv":  # uv where SkyPilot's runtime setup leaves it, nothing else
+                            skylab._skypilot_runtime(host)
                         start = time.perf_counter()
                         made = rh.cluster(
                             name=f"bench-ssh-{i}",
@@ -120,23 +129,29 @@ def main() -> None:
                             server_port=free_port(),
                         )
                         made.up()
-                        assert rh.function(uf.add).to(made)(1, 2) == 3
-                        took = time.perf_counter() - start
+                    was_up = time.perf_counter() - start
+                    assert rh.function(uf.add).to(made)(1, 2) == 3
+                    took = time.perf_counter() - start
                     made.teardown()
                 if path != "warm-up":
                     results[path].append(took)
+                    after_up[path].append(took - was_up)
                 print(
-                    f"\n== {path} on {host.address}: host ready -> first call {took:.2f} s", file=sys.stderr
+                    f"\n== {path} on {host.address}: host ready -> first call {took:.2f} s (up() returned at {was_up:.2f} s)",
+                    file=sys.stderr,
                 )
                 for at, step in steps(tee.lines):
                     print(f"   {at:5.1f}s  {step}", file=sys.stderr)
-    sky, ssh = statistics.median(results["sky"]), statistics.median(results["ssh"])
-    print(f"on-demand: SkyPilot host ready -> first call: {', '.join(f'{t:.2f}' for t in results['sky'])} s")
+    for path in paths:
+        times = ", ".join(f"{t:.2f}" for t in results[path])
+        tail = ", ".join(f"{t:.2f}" for t in after_up[path])
+        print(
+            f"{path:7s} host ready -> first call: {times} s (of which up() returned -> first call: {tail} s)"
+        )
+    sky, ssh, ssh_uv = (statistics.median(results[p]) for p in paths)
     print(
-        f"baseline:  plain SSH cluster, fresh host -> first call: {', '.join(f'{t:.2f}' for t in results['ssh'])} s"
-    )
-    print(
-        f"median on-demand {sky:.2f} s, baseline {ssh:.2f} s, ratio {sky / ssh:.2f}  (goal: on-demand under 5 s)"
+        f"median: on-demand {sky:.2f} s, plain SSH {ssh:.2f} s (ratio {sky / ssh:.2f}), plain SSH with uv on the "
+        f"host {ssh_uv:.2f} s (ratio {sky / ssh_uv:.2f})  (goal: on-demand under 5 s)"
     )
 
 

@@ -4,8 +4,9 @@ SkyPilot runs for real: ``sky.Resources``/``sky.Task`` validation, the optimizer
 catalog files written here (a tiny AWS/GCP catalog, as ``~/.sky/catalogs`` would hold), the launch
 stages, its cluster records in ``~/.sky`` (so ``sky status`` sees the clusters) and its teardown
 path. Only SkyPilot's backend steps that reach a cloud or SkyPilot's runtime on a new machine are
-replaced (:func:`netns_backend`): ``_provision`` hands back a network-namespace SSH host
-(``tests/sshhosts.py``) with a cluster template naming its user and key, as SkyPilot's own would;
+replaced (:func:`netns_backend`): ``_provision`` hands back network-namespace SSH hosts
+(``tests/sshhosts.py``, with uv where SkyPilot's runtime setup puts it) with a cluster template
+naming their user and key, as SkyPilot's own would;
 ``set_autostop`` records the minutes in SkyPilot's state as the real one does after telling the
 machine's skylet; ``teardown_no_lock`` removes the record instead of calling the cloud.
 
@@ -162,6 +163,8 @@ def netns_backend(cloud: Cloud) -> Any:
         ) -> tuple[Any, bool]:
             nodes = cloud.take(task.num_nodes)
             host = nodes[0]
+            for node in nodes:
+                _skypilot_runtime(node)
             seen = {}
             for variable in CREDENTIAL_VARIABLES:
                 path = os.environ.get(variable)
@@ -384,3 +387,18 @@ def _skylet_set_autostop(db: Path, idle_minutes: int, backend: str, down: bool) 
         conn.execute(
             "INSERT OR REPLACE INTO config VALUES ('autostop_last_active_time', ?)", (str(time.time()),)
         )
+
+
+def _skypilot_runtime(host: Any) -> None:
+    """What SkyPilot's provisioning leaves on every node that our bootstrap uses: uv in
+    ``~/.local/bin`` (its runtime setup runs uv's installer there, ``SKY_UV_INSTALL_CMD`` in
+    sky/skylet/constants.py). Here a copy of this machine's uv binary stands in for the download."""
+    import shutil
+
+    uv = Path(sys.executable).with_name("uv")
+    found = str(uv) if uv.is_file() else shutil.which("uv")
+    if found is None:
+        return  # the bootstrap brings uv with pip instead, as on a host without it
+    target = Path(host.home) / ".local" / "bin" / "uv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(found, target)
