@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runhouse.exceptions import BadRequest, WorkerDied
+from runhouse.exceptions import BadRequest, EnvSetupError, WorkerDied
 from runhouse.protocol.ipc import MAGIC, PREAMBLE, tune_tcp
 from runhouse.protocol.messages import Call, cid_of
 from runhouse.protocol.serialization import OOB_MAGIC, SHM_MIN_BYTES
@@ -510,6 +510,9 @@ class PlacedWorker(WorkerHandle):
                 started = await self._placer.run(self._placer.start, self._actor, spec)
             except Exception as e:
                 await self._placer.run(self._placer.kill, self._actor)
+                cause = getattr(e, "cause", None)  # what the actor raised, under Ray's RayTaskError
+                if isinstance(cause, EnvSetupError):
+                    raise EnvSetupError(f"env {self.name!r} on node {self.node}: {cause}") from None
                 raise WorkerDied(
                     f"could not start env {self.name!r}'s worker on node {self.node}: {e}"
                 ) from e

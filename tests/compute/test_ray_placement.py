@@ -121,6 +121,18 @@ def test_a_request_no_node_can_hold_fails_naming_what_is_missing(cluster, hosts)
     assert rh.function(uf.add).to(cluster)(1, 2) == 3
 
 
+def test_an_env_built_on_its_node_reports_a_failed_install_naming_the_node(cluster, hosts):
+    broken = rh.env(name="broken_reqs", reqs=["no-such-package-rh-test"], compute={"node_idx": 2})
+    with pytest.raises(rh.EnvSetupError) as raised:
+        broken.to(cluster)
+    assert f"on node {hosts.hosts[2].address}" in str(raised.value)
+    assert "no-such-package-rh-test" in str(raised.value)
+    assert "broken_reqs" not in [e["name"] for e in cluster.client.envs()]
+    # the same env with a package the node's index has builds there (already installed: a no-op)
+    fixed = rh.env(name="broken_reqs", reqs=["pyyaml"], compute={"node_idx": 2})
+    assert rh.function(uf.add).to(cluster, env=fixed)(1, 1) == 2
+
+
 def test_calls_to_a_worker_on_another_node_keep_their_semantics(cluster, hosts, capfd):
     env = rh.env(name="semantics", compute={"node_idx": 1}, env_vars={"PLACED_VAR": "yes"})
     assert rh.function(uf.get_env).to(cluster, env=env)("PLACED_VAR") == "yes"
