@@ -120,7 +120,7 @@ def main() -> None:
                         start = ready[-1]
                     else:
                         if path == "ssh+uv":  # uv where SkyPilot's runtime setup leaves it, nothing else
-                            skylab._skypilot_runtime(host)
+                            skylab.skypilot_runtime(host)
                         start = time.perf_counter()
                         made = rh.cluster(
                             name=f"bench-ssh-{i}",

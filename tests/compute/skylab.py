@@ -164,7 +164,7 @@ def netns_backend(cloud: Cloud) -> Any:
             nodes = cloud.take(task.num_nodes)
             host = nodes[0]
             for node in nodes:
-                _skypilot_runtime(node)
+                skypilot_runtime(node)
             seen = {}
             for variable in CREDENTIAL_VARIABLES:
                 path = os.environ.get(variable)
@@ -389,7 +389,7 @@ def _skylet_set_autostop(db: Path, idle_minutes: int, backend: str, down: bool) 
         )
 
 
-def _skypilot_runtime(host: Any) -> None:
+def skypilot_runtime(host: Any) -> None:
     """What SkyPilot's provisioning leaves on every node that our bootstrap uses: uv in
     ``~/.local/bin`` (its runtime setup runs uv's installer there, ``SKY_UV_INSTALL_CMD`` in
     sky/skylet/constants.py). Here a copy of this machine's uv binary stands in for the download."""
