@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from runhouse.server.envs import EnvBuilder
+from runhouse.settings import load_settings
 
 _BUILD_FIELDS = ("reqs", "setup_cmds", "venv", "conda")
 
@@ -166,7 +167,7 @@ def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
 
 def node_dir() -> Path:
     """Where placed workers keep their envs and logs on a node."""
-    return Path(os.environ.get("RH_HOME", "~/.rh")).expanduser() / "nodes"
+    return load_settings().home / "nodes"
 
 
 def _safe(name: str) -> str:
