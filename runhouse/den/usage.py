@@ -14,12 +14,13 @@ that name (:func:`readable_clusters`, the one place this rule is written).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, select, union, union_all
+from sqlalchemy import ColumnElement, String, and_, any_, bindparam, func, select, union, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -200,7 +201,7 @@ def aggregate(
         UsageDay.count,
         UsageDay.first_at,
         UsageDay.last_at,
-    ).where(*_clusters(UsageDay.cluster, cluster, readable))
+    ).where(*_clusters(session, UsageDay.cluster, cluster, readable))
     parts = [days]
     if since is not None and first_day is not None:
         days = days.where(UsageDay.day >= first_day)
@@ -213,7 +214,7 @@ def aggregate(
             UsageEvent.at,
             UsageEvent.at,
         ).where(
-            *_clusters(UsageEvent.cluster, cluster, readable),
+            *_clusters(session, UsageEvent.cluster, cluster, readable),
             UsageEvent.at >= since,
             UsageEvent.at < day_start(first_day),
         )
@@ -231,10 +232,20 @@ def aggregate(
     ]
 
 
-def _clusters(column: Any, cluster: str | None, readable: list[str] | None) -> list[Any]:
+def _clusters(session: Session, column: Any, cluster: str | None, readable: list[str] | None) -> list[Any]:
     wanted = []
     if cluster is not None:
         wanted.append(column == cluster)
     if readable is not None:
-        wanted.append(column.in_(readable))
+        wanted.append(among(session, column, readable))
     return wanted
+
+
+def among(session: Session, column: Any, values: list[str]) -> ColumnElement[bool]:
+    """``column IN values`` with the list as one bound value (a PostgreSQL array, a JSON text that
+    SQLite's ``json_each`` reads), so any number of clusters fits in one statement: each database
+    limits a statement's bound values (PostgreSQL 65,535, SQLite 32,766)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+    listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+    return column.in_(select(listed.c.value))

@@ -187,6 +187,8 @@ def test_api_aggregate_is_exact_to_the_event_at_every_since(old_den: tuple[Datab
         assert _aggregated(db, since, None) == _expected(events, since, None), since
         assert _aggregated(db, since, READABLE_BY_ANN) == _expected(events, since, READABLE_BY_ANN), since
     assert _aggregated(db, D0, READABLE_BY_ANN, "/ben/shared") == _expected(events, D0, ["/ben/shared"])
+    many = [f"/team{i}/c" for i in range(70_000)] + READABLE_BY_ANN  # past both databases' bound-value limits
+    assert _aggregated(db, D0, many) == _expected(events, D0, READABLE_BY_ANN)
     assert _aggregated(db, D0, READABLE_BY_ANN, "/ben/private") == {}
 
 

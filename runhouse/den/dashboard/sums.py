@@ -163,7 +163,7 @@ def _sums(
         select(
             bucket, table.kind, key, func.sum(table.count), func.min(table.first_at), func.max(table.last_at)
         )
-        .where(period >= lo, period < hi, table.cluster.in_(readable))
+        .where(period >= lo, period < hi, events.among(session, table.cluster, readable))
         .group_by(bucket, table.kind, key)
     )
     return [(int(i), kind, name, int(n), f, la) for i, kind, name, n, f, la in session.execute(query)]
@@ -257,7 +257,11 @@ def usage_rows(session: Session, caller: Caller, window: Window) -> Iterable[tup
     keys = (bucket, table.username, table.cluster, table.kind)
     query = (
         select(*keys, func.sum(table.count))
-        .where(period >= start, period < start + window.buckets * step, table.cluster.in_(readable))
+        .where(
+            period >= start,
+            period < start + window.buckets * step,
+            events.among(session, table.cluster, readable),
+        )
         .group_by(*keys)
         .order_by(*keys)
     )
