@@ -76,7 +76,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("RH_HOME", tempfile.mkdtemp(prefix="rh-bench-home-"))
-    skylab.sky_home(Path(tempfile.mkdtemp(prefix="rh-bench-sky-")))
+    skylab.make_sky_home(Path(tempfile.mkdtemp(prefix="rh-bench-sky-")))
     import runhouse as rh
 
     paths = ["sky", "ssh", "ssh+uv"]

@@ -54,3 +54,15 @@ def own_cluster(rh_home: Path) -> Iterator[object]:
     c = start_cluster("own")
     yield c
     c.teardown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def sky_home(tmp_path_factory) -> Iterator[Path]:
+    """SkyPilot's home for an on-demand test module (shipped catalogs, clouds recorded as enabled:
+    tests/compute/skylab.py); HOME is put back after the module."""
+    import skylab  # tests/compute, on sys.path while its modules run
+
+    old = os.environ.get("HOME")
+    yield skylab.make_sky_home(tmp_path_factory.mktemp("sky-home"))
+    if old is not None:
+        os.environ["HOME"] = old

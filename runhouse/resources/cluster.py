@@ -620,7 +620,7 @@ def cluster(
     The original's ``ips=`` (for ``host=``), ``server_host=`` (what it would bind anyway) and
     ``dryrun=`` (a handle never connects until used) are accepted.
     """
-    if instance_type is not None or provider is not None or set(kwargs) & ONDEMAND_ARGUMENTS:
+    if instance_type is not None or provider is not None or set(kwargs).intersection(ONDEMAND_ARGUMENTS):
         return _ondemand(locals())
     if kwargs:
         raise ConfigError(f"unknown rh.cluster argument(s): {', '.join(sorted(kwargs))}")
@@ -661,23 +661,21 @@ def cluster(
 
 
 # rh.cluster's arguments that only on-demand clusters take (rh.ondemand_cluster's, through SkyPilot)
-ONDEMAND_ARGUMENTS = frozenset(
-    {
-        "num_nodes",
-        "num_instances",
-        "use_spot",
-        "region",
-        "zone",
-        "disk_size",
-        "image_id",
-        "memory",
-        "cpus",
-        "gpus",
-        "open_ports",
-        "namespace",
-        "context",
-        "provider_secret",
-    }
+ONDEMAND_ARGUMENTS = (
+    "num_nodes",
+    "use_spot",
+    "region",
+    "zone",
+    "disk_size",
+    "image_id",
+    "memory",
+    "cpus",
+    "gpus",
+    "open_ports",
+    "namespace",
+    "context",
+    "provider_secret",
+    "num_instances",  # the original's name for num_nodes
 )
 
 
@@ -686,7 +684,7 @@ def _ondemand(args: dict[str, Any]) -> Cluster:
     only a cluster of given hosts takes."""
     from runhouse.resources import ondemand  # noqa: PLC0415 - ondemand imports this module
 
-    unknown = sorted(set(args["kwargs"]) - ONDEMAND_ARGUMENTS)
+    unknown = sorted(set(args["kwargs"]).difference(ONDEMAND_ARGUMENTS))
     if unknown:
         raise ConfigError(
             f"unknown rh.cluster argument(s): {', '.join(unknown)}; on-demand clusters take "

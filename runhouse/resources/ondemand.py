@@ -32,9 +32,10 @@ import yaml
 
 from runhouse.compute.daemon import DaemonHost
 from runhouse.exceptions import AuthError, ConfigError, RunhouseError
-from runhouse.resources.cluster import Cluster
+from runhouse.resources.cluster import ONDEMAND_ARGUMENTS, Cluster
 from runhouse.resources.den import current_user, den_client
 from runhouse.resources.env import Env, env_from_config
+from runhouse.resources.resource import saved_config
 from runhouse.resources.secret import Secret, secret
 from runhouse.resources.store import LocalStore, den_address, local_name
 from runhouse.settings import kubeconfig_path, load_settings
@@ -43,23 +44,7 @@ if TYPE_CHECKING:  # the sky extra is imported when a cluster is launched or loo
     from runhouse.compute.sky import Head, SkyLauncher, SkyRequest
 
 #: the arguments SkyPilot gets, as configs record them (the original's names)
-SKY_FIELDS = (
-    "instance_type",
-    "provider",
-    "num_nodes",
-    "use_spot",
-    "region",
-    "zone",
-    "disk_size",
-    "image_id",
-    "memory",
-    "cpus",
-    "gpus",
-    "open_ports",
-    "namespace",
-    "context",
-    "provider_secret",
-)
+SKY_FIELDS = ("instance_type", "provider", *(f for f in ONDEMAND_ARGUMENTS if f != "num_instances"))
 
 
 def _launcher() -> SkyLauncher:
@@ -445,20 +430,6 @@ def _kubeconfig_for(kubeconfig: str | None, context: str | None, namespace: str 
         yield str(path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def saved_config(name: str) -> dict[str, Any]:
-    """The saved config of resource ``name`` (Den or the local store), as ``Resource.from_name``
-    reads it, so the caller can pick the cluster class by its recorded subtype."""
-    settings = load_settings()
-    address = den_address(name, settings)
-    if address is None:
-        key = local_name(name)
-        config = LocalStore(settings).load(key)
-        config.setdefault("rns_address", f"~/{key}")
-        return cast(dict[str, Any], config)
-    record = den_client(settings).get_resource(*address.split("/")[1:])
-    return dict(record["config"], rns_address=address)
 
 
 def ondemand_cluster(

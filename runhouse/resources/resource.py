@@ -178,16 +178,7 @@ class Resource:
     def from_name(name: str) -> Resource:
         """Load a saved resource by name (``~/x`` locally, ``/owner/x`` or a plain name from Den when
         logged in)."""
-        settings = load_settings()
-        address = den_address(name, settings)
-        if address is None:
-            key = local_name(name)
-            config = LocalStore(settings).load(key)
-            config.setdefault("rns_address", f"~/{key}")
-            return Resource.from_config(config)
-        record = den_client(settings).get_resource(*address.split("/")[1:])
-        config = dict(record["config"], rns_address=address)
-        return Resource.from_config(config)
+        return Resource.from_config(saved_config(name))
 
     @classmethod
     def load(cls: type[R], name: str) -> R:
@@ -265,3 +256,17 @@ def condense(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 Resource.config = _with_condensed(Resource.config)  # type: ignore[method-assign]
+
+
+def saved_config(name: str) -> dict[str, Any]:
+    """The saved config of resource ``name`` (``~/x`` from the local store, ``/owner/x`` or a plain
+    name from Den when logged in), with the ``rns_address`` it was read from."""
+    settings = load_settings()
+    address = den_address(name, settings)
+    if address is None:
+        key = local_name(name)
+        config = dict(LocalStore(settings).load(key))
+        config.setdefault("rns_address", f"~/{key}")
+        return config
+    record = den_client(settings).get_resource(*address.split("/")[1:])
+    return dict(record["config"], rns_address=address)

@@ -56,7 +56,7 @@ CREDENTIAL_VARIABLES = ("AWS_SHARED_CREDENTIALS_FILE", "KUBECONFIG", "GOOGLE_APP
 _home: list[Path] = []  # the first home made in this process: SkyPilot keeps the paths it read at import
 
 
-def sky_home(home: Path) -> Path:
+def make_sky_home(home: Path) -> Path:
     """Make ``home`` SkyPilot's home (catalogs, no network needed), point ``HOME`` at it and
     record AWS and Kubernetes as enabled, as ``sky check`` would with credentials in place.
     SkyPilot reads ``HOME`` once per process, so a later call points ``HOME`` back at the first

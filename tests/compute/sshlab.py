@@ -68,3 +68,14 @@ def lab(n: int = 1, index_extra: Sequence[str] = (), **options: object) -> Itera
             for host in hosts.hosts:
                 point_pip_at(host, url)
             yield hosts, url
+
+
+@contextlib.contextmanager
+def ray_lab(n: int = 3) -> Iterator[TestHosts]:
+    """``n`` hosts for multi-node tests: Ray's requirement served by the index too, and the hosts
+    routed to each other (Ray's nodes and our placed workers talk host to host)."""
+    from runhouse.compute.raynodes import RAY_REQUIREMENT
+
+    with lab(n=n, index_extra=(RAY_REQUIREMENT,)) as (hosts, _url):
+        hosts.route_between_hosts()
+        yield hosts

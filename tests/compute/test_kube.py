@@ -33,15 +33,6 @@ NODES = [
 
 
 @pytest.fixture(scope="module")
-def sky_home(tmp_path_factory):
-    old = os.environ.get("HOME")
-    home = skylab.sky_home(tmp_path_factory.mktemp("sky-home"))
-    yield home
-    if old is not None:
-        os.environ["HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def served():
     with sshlab.lab(n=1) as made:
         yield made

@@ -26,16 +26,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sky_home(tmp_path_factory):
-    """SkyPilot's home for this module (it reads HOME once, when first imported)."""
-    old = os.environ.get("HOME")
-    skylab.sky_home(tmp_path_factory.mktemp("sky-home"))
-    yield
-    if old is not None:
-        os.environ["HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def served():
     with sshlab.lab(n=2) as made:
         yield made

@@ -26,15 +26,6 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def sky_home(tmp_path_factory):
-    old = os.environ.get("HOME")
-    home = skylab.sky_home(tmp_path_factory.mktemp("sky-home"))
-    yield home
-    if old is not None:
-        os.environ["HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def served():
     with sshlab.lab(n=2) as made:
         yield made
@@ -163,7 +154,7 @@ def test_a_shared_running_cluster_is_reused_not_launched(
             import os
             from pathlib import Path
             import skylab
-            skylab.sky_home(Path(os.environ["HOME"]))
+            skylab.make_sky_home(Path(os.environ["HOME"]))
             cloud = skylab.Cloud(hosts=[], private_key=Path("/nonexistent"))  # a launch would fail
             with skylab.install(cloud):
                 import runhouse as rh, user_funcs as uf

@@ -4,8 +4,6 @@ SkyPilot backend (tests/compute/skylab.py)."""
 
 from __future__ import annotations
 
-import os
-
 import parallel_funcs as pf
 import psutil
 import pytest
@@ -15,7 +13,7 @@ from conftest import free_port
 
 import runhouse as rh
 from runhouse.compute import raycluster
-from runhouse.compute.raynodes import RAY_REQUIREMENT, RayOptions
+from runhouse.compute.raynodes import RayOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -23,18 +21,8 @@ MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def sky_home(tmp_path_factory):
-    old = os.environ.get("HOME")
-    home = skylab.sky_home(tmp_path_factory.mktemp("sky-home"))
-    yield home
-    if old is not None:
-        os.environ["HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def hosts():
-    with sshlab.lab(n=2, index_extra=(RAY_REQUIREMENT,)) as (made, _url):
-        made.route_between_hosts()
+    with sshlab.ray_lab(n=2) as made:
         yield made
 
 

@@ -19,7 +19,7 @@ from conftest import free_port
 
 import runhouse as rh
 from runhouse.compute import raycluster
-from runhouse.compute.raynodes import RAY_REQUIREMENT, RayOptions
+from runhouse.compute.raynodes import RayOptions
 from runhouse.exceptions import WorkerDied
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -30,8 +30,7 @@ CALL_TIMEOUT_S = 25  # a dying node's call must fail as WorkerDied before its ow
 
 @pytest.fixture(scope="module")
 def hosts():
-    with sshlab.lab(n=3, index_extra=(RAY_REQUIREMENT,)) as (made, _url):
-        made.route_between_hosts()
+    with sshlab.ray_lab(n=3) as made:
         yield made
 
 

@@ -23,7 +23,7 @@ from conftest import free_port
 
 import runhouse as rh
 from runhouse.compute import raycluster
-from runhouse.compute.raynodes import RAY_REQUIREMENT, RayOptions
+from runhouse.compute.raynodes import RayOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,8 +32,7 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def hosts():
-    with sshlab.lab(n=3, index_extra=(RAY_REQUIREMENT,)) as (made, _url):
-        made.route_between_hosts()
+    with sshlab.ray_lab(n=3) as made:
         yield made
 
 
