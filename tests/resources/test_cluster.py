@@ -121,8 +121,10 @@ def test_rh_here_is_the_local_daemon_on_the_configured_port():
 def test_cluster_arguments_are_checked():
     with pytest.raises(ConfigError, match="server_connection_type"):
         rh.cluster(name="x", host="localhost", server_connection_type="carrier-pigeon")
-    with pytest.raises(ConfigError, match="on-demand clusters"):
-        rh.cluster(name="rh-a10x", instance_type="A10G:1", provider="aws")
+    with pytest.raises(ConfigError, match="host: not for on-demand clusters"):
+        rh.cluster(name="rh-a10x", instance_type="A10G:1", provider="aws", host="10.0.0.5")
+    with pytest.raises(ConfigError, match="unknown rh.cluster argument.*: colour"):
+        rh.cluster(name="rh-a10x", instance_type="A10G:1", provider="aws", colour="red")
     with pytest.raises(ConfigError, match="needs host"):
         rh.cluster(name="nohost")
 

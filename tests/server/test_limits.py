@@ -217,8 +217,9 @@ def test_chunked_body_over_the_limit_is_refused_without_being_kept(limited: Daem
     send_four_times_the_limit()  # once to warm the code paths up, then measured
     growth = _peak_growth(limited.pid, send_four_times_the_limit)
     # The call route holds what it has read (up to the 4 MB limit) and the allocator can double
-    # that for a moment; the whole 16 MB body, held, shows as ~32 MB.
-    assert growth < 10 * MB, f"the daemon grew by {growth / MB:.1f} MB reading a refused 16 MB body"
+    # that for a moment (1-4 MB measured on a quiet machine, once 11.6 MB under a loaded CI run);
+    # the whole 16 MB body, held, shows as ~32 MB, so the line sits halfway.
+    assert growth < 16 * MB, f"the daemon grew by {growth / MB:.1f} MB reading a refused 16 MB body"
     for reply in replies:
         status, error = _status_and_json(reply)
         assert status == 413, reply[:300]
