@@ -1,14 +1,14 @@
 """The daemon's fast path: plain calls served from the HTTP parser's callbacks, without ASGI.
 
 A call (``POST /{key}/{method}``) that carries the cluster token, a known Host, no Origin and a
-small Content-Length is the daemon's whole hot path. For those, the protocol below skips uvicorn's
+Content-Length is the daemon's whole hot path. For those, the protocol below skips uvicorn's
 per-request machinery (a task, an ASGI scope, receive/send messages, the middleware chain): the
 body is collected as it is parsed, handed to the worker when complete, and when the worker's first
 reply is also its last (a result or an error) the HTTP response is written straight from that
 reply's callback. A call whose first reply is printed output or a generator item continues as a
 task that streams the reply with chunked encoding, through the same relay code as the ASGI path.
 
-Everything else (other routes, Den tokens, refusals, large or chunked bodies, ``Expect``, a
+Everything else (other routes, Den tokens, refusals, chunked bodies, ``Expect``, a
 request pipelined behind an unfinished one) takes uvicorn's normal path, and the two never answer
 out of order: while a fast call is in flight, later requests on the connection queue up exactly as
 uvicorn queues pipelined requests.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import httptools
@@ -30,7 +30,7 @@ import httptools
 from runhouse.protocol.messages import FINAL
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.denauth import Caller
-from runhouse.server.http import CoalescingHttpToolsProtocol
+from runhouse.server.http import CoalescingHttpToolsProtocol, Limits
 from runhouse.server.routes.calls import submit_call
 from runhouse.server.routes.relay import Reply, final_reply, relay, reply_for_error
 from runhouse.server.state import DaemonState
@@ -38,7 +38,10 @@ from runhouse.server.workers import GONE, PendingCall, WorkerHandle
 
 log = logging.getLogger("runhouse.daemon")
 
-FAST_MAX_BODY = 1 << 20  # bigger request bodies take the normal path (streamed, flow-controlled)
+# A body past this size is gathered in one growing buffer (glibc's realloc of a large block remaps
+# pages instead of copying them) rather than a list joined at the end; bodies of any size the
+# daemon's limits allow take the fast path (LimitedProtocol counts every byte before it comes here).
+SMALL_BODY = 1 << 20
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -67,7 +70,7 @@ class FastCalls:
         self.fixed_paths = fixed_paths
 
     def route(
-        self, raw_path: bytes, headers: list[tuple[bytes, bytes]], http11: bool
+        self, raw_path: bytes, headers: list[tuple[bytes, bytes]], http11: bool, max_body: int
     ) -> tuple[str, str, Caller] | None:
         """``(key, method, caller)`` when this request may take the fast path, else None."""
         path = raw_path.decode("latin-1")
@@ -76,7 +79,7 @@ class FastCalls:
         parts = path.split("/")
         if len(parts) != 3 or not parts[1] or not parts[2]:
             return None
-        caller = self.guard.fast_caller(headers, FAST_MAX_BODY, path, http11)
+        caller = self.guard.fast_caller(headers, max_body, path, http11)
         if caller is None:
             return None
         return unquote(parts[1]), unquote(parts[2]), caller
@@ -93,11 +96,15 @@ def make_protocol(fast: FastCalls) -> type[CoalescingHttpToolsProtocol]:
 
 class _FastProtocol(CoalescingHttpToolsProtocol):
     _fast: FastCalls
+    limits: ClassVar[Limits] = (
+        Limits()
+    )  # LimitedProtocol's wins: it is first among the bases the daemon serves
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._call: tuple[str, str, Caller] | None = None  # (key, method, caller) of a fast request
         self._body: list[bytes] = []
+        self._big: bytearray | None = None  # the body of a fast call past SMALL_BODY
         self._fast_cycle: _FastCycle | None = None
         self._content_type = ""
         self._in_flight: tuple[WorkerHandle, int, PendingCall] | None = None  # the fast call answered now
@@ -113,22 +120,28 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
             parsed = httptools.parse_url(self.url)
             if not parsed.query:
                 http11 = self.parser.get_http_version() == "1.1"
-                call = self._fast.route(parsed.path, self.headers, http11)
+                call = self._fast.route(parsed.path, self.headers, http11, self.limits.max_body)
                 if call is not None:
                     keep_alive = http11 and self.parser.should_keep_alive()
                     self._call, self._body = call, []
                     self._fast_cycle = _FastCycle(keep_alive)
                     self.cycle = self._fast_cycle  # type: ignore[assignment]
                     self._content_type = ""
+                    self._big = None
                     for name, value in self.headers:
                         if name == b"content-type":
                             self._content_type = value.decode("latin-1")
+                        elif name == b"content-length" and int(value) > SMALL_BODY:
+                            self._big = bytearray()
                     return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if self._call is not None:
-            self._body.append(body)
+            if self._big is not None:
+                self._big += body
+            else:
+                self._body.append(body)
             return
         super().on_body(body)
 
@@ -138,7 +151,11 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
             super().on_message_complete()
             return
         self._call = None
-        raw = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        raw: bytes | bytearray
+        if self._big is not None:
+            raw, self._big = self._big, None
+        else:
+            raw = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
         state = self._fast.state
         state.fast_calls += 1

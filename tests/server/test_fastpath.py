@@ -135,3 +135,32 @@ def test_connection_close_is_honoured_and_a_vanished_client_harms_nothing(daemon
     time.sleep(0.6)
     assert rh.function(name="add", system=cluster)(20, 22) == 42
     assert cluster.is_up()
+
+
+def test_a_body_past_a_mebibyte_takes_the_fast_path_whole(daemon, cluster):
+    """Large bodies are gathered in one growing buffer on the fast path (no ASGI messages of 64 KB
+    and no join): the call sees every byte, and a body in two writes with a pause between them
+    (the buffer grows across reads) arrives the same."""
+    port, token = daemon
+    text = "ab" * (3 << 20)  # 6 MiB of arguments
+    request = _call(port, token, "/add/call", {"args": [text, "!"], "kwargs": {}})
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_call(port, token, "/add/call", {"args": [1, 2], "kwargs": {}}))  # learn the Host
+        assert _responses(_read_all(sock, b"\r\n\r\n", 1))[0] == (200, b"3")
+        before = cluster.status()["fast_calls"]
+        middle = len(request) // 2
+        sock.sendall(request[:middle])
+        time.sleep(0.2)
+        sock.sendall(request[middle:])
+        head, _, rest = _read_all(sock, b"\r\n\r\n", 1).partition(b"\r\n\r\n")
+        length = int(
+            next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
+        )
+        sock.settimeout(20)
+        while len(rest) < length:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the daemon closed the connection mid-reply"
+            rest += chunk
+        assert head.split(b" ", 2)[1] == b"200"
+        assert json.loads(rest[:length]) == text + "!"
+    assert cluster.status()["fast_calls"] == before + 1  # it took the fast path

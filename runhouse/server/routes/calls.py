@@ -26,7 +26,7 @@ from runhouse.server.workers import PendingCall, WorkerHandle
 MAX_CALL_TIMEOUT_S = 30 * 24 * 3600
 
 
-def _json_call_body(raw: bytes) -> tuple[str, CallOptionsDict, bytes]:
+def _json_call_body(raw: bytes | bytearray) -> tuple[str, CallOptionsDict, bytes]:
     """Parse the JSON envelope; return (serialization, options, payload bytes for the worker)."""
     try:
         envelope = loads_json(raw, "body") if raw else {}
@@ -168,7 +168,7 @@ def submit_call(
     http_method: str,
     content_type: str,
     query: bytes,
-    raw: bytes,
+    raw: bytes | bytearray,
     key: str,
     method: str,
 ) -> tuple[WorkerHandle, int, PendingCall, str, str | None]:
