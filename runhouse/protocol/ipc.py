@@ -7,7 +7,9 @@ and an optional body (user payload bytes, passed through untouched)::
 
 :class:`Channel` is an :class:`asyncio.BufferedProtocol`: small messages are parsed straight out
 of one reusable receive buffer, and a large body is received directly into a buffer of its own
-size, so a 100 MB array crosses the socket without intermediate copies.
+size, so a 100 MB array crosses the socket without intermediate copies. That buffer comes from
+:data:`~runhouse.protocol.buffers.POOL`: when the previous large body is no longer referenced,
+its pages are used again instead of fresh ones.
 
 The socket is one end of a ``socketpair`` the daemon made when it spawned the worker, so nothing
 else on the machine can connect to it; that is why the header may be a pickle. A worker on another
@@ -24,6 +26,8 @@ import socket
 import struct
 from collections.abc import Callable
 from typing import Any
+
+from runhouse.protocol.buffers import MIN_BYTES, POOL
 
 _PREFIX = struct.Struct(">IQ")
 _SCRATCH = 256 * 1024
@@ -152,7 +156,9 @@ class Channel(asyncio.BufferedProtocol):
                 self._start = bstart + blen
                 self._on_message(header, body)
                 continue
-            big = bytearray(blen)
+            big = POOL.take(blen)  # a recent body's pages when it is free: no fresh pages to fault in
+            if blen >= MIN_BYTES and self._loop is not None:
+                POOL.trim_later(self._loop)
             big[:inbuf] = view[bstart : bstart + inbuf]
             self._body, self._body_have, self._body_header = big, inbuf, header
             self._start = self._end = 0

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from runhouse.protocol.buffers import POOL
 from runhouse.protocol.messages import FINAL
 from runhouse.server.auth import GuardMiddleware
 from runhouse.server.denauth import Caller
@@ -105,6 +106,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         self._call: tuple[str, str, Caller] | None = None  # (key, method, caller) of a fast request
         self._body: list[bytes] = []
         self._big: bytearray | None = None  # the body of a fast call past SMALL_BODY
+        self._big_have = 0
         self._fast_cycle: _FastCycle | None = None
         self._content_type = ""
         self._in_flight: tuple[WorkerHandle, int, PendingCall] | None = None  # the fast call answered now
@@ -132,14 +134,19 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
                         if name == b"content-type":
                             self._content_type = value.decode("latin-1")
                         elif name == b"content-length" and int(value) > SMALL_BODY:
-                            self._big = bytearray()
+                            # Its declared length (admitted under max_body): pages a recent large
+                            # body used, when nothing refers to it any more (protocol/buffers.py).
+                            self._big, self._big_have = POOL.take(int(value)), 0
+                            POOL.trim_later(self.loop)
                     return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if self._call is not None:
             if self._big is not None:
-                self._big += body
+                have = self._big_have
+                self._big[have : have + len(body)] = body  # the parser never passes the declared length
+                self._big_have = have + len(body)
             else:
                 self._body.append(body)
             return

@@ -138,9 +138,9 @@ def test_connection_close_is_honoured_and_a_vanished_client_harms_nothing(daemon
 
 
 def test_a_body_past_a_mebibyte_takes_the_fast_path_whole(daemon, cluster):
-    """Large bodies are gathered in one growing buffer on the fast path (no ASGI messages of 64 KB
-    and no join): the call sees every byte, and a body in two writes with a pause between them
-    (the buffer grows across reads) arrives the same."""
+    """Large bodies are gathered in one buffer of their declared length on the fast path (no ASGI
+    messages of 64 KB and no join): the call sees every byte, and a body in two writes with a
+    pause between them (the buffer is filled across reads) arrives the same."""
     port, token = daemon
     text = "ab" * (3 << 20)  # 6 MiB of arguments
     request = _call(port, token, "/add/call", {"args": [text, "!"], "kwargs": {}})
@@ -164,3 +164,22 @@ def test_a_body_past_a_mebibyte_takes_the_fast_path_whole(daemon, cluster):
         assert head.split(b" ", 2)[1] == b"200"
         assert json.loads(rest[:length]) == text + "!"
     assert cluster.status()["fast_calls"] == before + 1  # it took the fast path
+
+
+def test_large_bodies_back_to_back_never_overwrite_what_is_still_held(cluster):
+    """Large bodies land in buffers used again once nothing refers to them (protocol/buffers.py),
+    in the daemon and in the worker alike. Same-size arrays sent one after another, inline (under
+    the shared-memory size): the worker keeps every one it got, and every result the client got
+    is kept too; none of them changes when later calls reuse memory."""
+    np = pytest.importorskip("numpy")
+    keep = rh.function(uf.keep).to(cluster)
+    echo = rh.function(uf.identity).to(cluster)
+    n = (6 << 20) // 8  # 6 MiB: past the fast path's small-body size, below shared memory's
+    sent, back = [], []
+    for fill in range(1, 6):
+        array = np.full(n, fill, dtype=np.int64)
+        assert keep(array) == [k * n for k in range(1, fill + 1)]  # every kept argument intact
+        back.append(echo(array))
+        sent.append(fill)
+    for fill, result in zip(sent, back, strict=True):
+        assert result.shape == (n,) and int(result.min()) == int(result.max()) == fill
