@@ -16,6 +16,8 @@ from typing import Any
 
 import httptools
 
+from runhouse.protocol.buffers import POOL
+
 RECV = 1 << 16  # per recv(); large bodies are received straight into one buffer instead
 SMALL_PART = 1 << 16
 BIG_BODY = 1 << 20  # bodies at least this large are received into one preallocated buffer
@@ -127,7 +129,8 @@ class Connection:
     def _big_body(self, reply: _Reply, length: int) -> Iterator[Any]:
         """Receive a large body straight into one writable buffer (no per-chunk objects, no join)."""
         assert self.sock is not None
-        buffer = bytearray(length)
+        buffer = POOL.take(length)  # a previous result's pages, once nothing refers to it
+        POOL.trim_soon()
         view = memoryview(buffer)
         pos = 0
         while reply.chunks:  # what the header read already brought

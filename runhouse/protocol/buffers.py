@@ -4,7 +4,8 @@ Receiving a 100 MB body into a new ``bytearray`` costs more than receiving it: t
 find, zero and map 25,000 fresh pages (about 60 ms on the 2-core test VM, against 13 ms to copy
 100 MB into memory already mapped). A process that receives one large array after another (a
 worker fed batches, the daemon relaying a placed worker's replies) can use the same pages again,
-once nothing refers to the previous body any more.
+once nothing refers to the previous body any more. So can a client that receives one large
+result after another and drops the one before (``result = fn(batch)`` in a loop).
 
 :class:`BufferPool` keeps the last few large buffers it handed out. A buffer is free again when
 the pool holds the only reference to it: an array unpickled out of it, a ``memoryview`` of it or
@@ -48,6 +49,7 @@ class BufferPool:
         self.reused = 0  # how many takes were served without a new allocation (tests, benches)
         self.last_take = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._thread_timer: threading.Timer | None = None
 
     def take(self, size: int) -> bytearray:
         if size < MIN_BYTES:
@@ -91,6 +93,29 @@ class BufferPool:
         """Have ``loop`` trim the pool once traffic stops (called after each large take)."""
         if self._timer is None:
             self._timer = loop.call_later(self.idle_s, self._tick, loop)
+
+    def trim_soon(self) -> None:
+        """:meth:`trim_later` for a process without an event loop (the sync client): a timer
+        thread, one at a time, that trims once traffic stops."""
+        with self._lock:
+            if self._thread_timer is not None:
+                return
+            self._thread_timer = threading.Timer(self.idle_s, self._thread_tick)
+            self._thread_timer.daemon = True
+            self._thread_timer.start()
+
+    def _thread_tick(self) -> None:
+        with self._lock:
+            self._thread_timer = None
+            idle_for = self._clock() - self.last_take
+        if idle_for >= self.idle_s:
+            self.trim()
+            return
+        with self._lock:
+            if self._thread_timer is None:
+                self._thread_timer = threading.Timer(self.idle_s - idle_for, self._thread_tick)
+                self._thread_timer.daemon = True
+                self._thread_timer.start()
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

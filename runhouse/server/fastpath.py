@@ -39,9 +39,11 @@ from runhouse.server.workers import GONE, PendingCall, WorkerHandle
 
 log = logging.getLogger("runhouse.daemon")
 
-# A body past this size is gathered in one growing buffer (glibc's realloc of a large block remaps
-# pages instead of copying them) rather than a list joined at the end; bodies of any size the
-# daemon's limits allow take the fast path (LimitedProtocol counts every byte before it comes here).
+# A body past this size is received into one buffer of its declared length (from the large-buffer
+# pool) rather than gathered in a list joined at the end: what came with the headers is copied in,
+# and the rest is read from the socket straight into that buffer by :class:`_BodySink`, with no
+# parser and no per-read bytes objects. Bodies of any size the daemon's limits allow take the fast
+# path (the guard admits only a declared length within them).
 SMALL_BODY = 1 << 20
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
@@ -110,6 +112,19 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         self._fast_cycle: _FastCycle | None = None
         self._content_type = ""
         self._in_flight: tuple[WorkerHandle, int, PendingCall] | None = None  # the fast call answered now
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        big = self._big
+        if big is not None and self._call is not None and self._big_have < len(big):
+            if not self.transport.is_closing():  # the rest of a large body: read straight into it
+                self.transport.set_protocol(_BodySink(self, big))
+
+    def _big_body_read(self) -> None:
+        """A :class:`_BodySink` filled the body: this protocol reads the connection again, with a
+        fresh parser (the old one still waits for the body), and the request is complete."""
+        self.parser = _parser(self)
+        self.on_message_complete()  # the class's whole chain, limits first
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -252,6 +267,64 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()  # resumes reading, starts a queued request, arms keep-alive
+
+
+def _parser(protocol: Any) -> Any:
+    """A request parser for ``protocol``, made as uvicorn's ``HttpToolsProtocol.__init__`` makes it."""
+    parser = httptools.HttpRequestParser(protocol)
+    try:
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    except AttributeError:  # httptools < 0.6.3
+        pass
+    return parser
+
+
+class _BodySink(asyncio.BufferedProtocol):
+    """The connection's protocol while the rest of a large fast-call body arrives: the transport
+    reads into the body's own buffer, never past its end (a pipelined request behind it stays in
+    the socket for the HTTP protocol). It hands the connection back when the body is whole, and
+    as soon as the HTTP protocol has given the request up (refused it, or lost the connection)."""
+
+    def __init__(self, owner: _FastProtocol, body: bytearray) -> None:
+        self._owner = owner
+        self._body = body
+        self._scratch: bytearray | None = None
+
+    def _mine(self) -> bool:
+        return self._owner._big is self._body and not self._owner.transport.is_closing()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._mine():
+            return memoryview(self._body)[self._owner._big_have :]
+        self._scratch = bytearray(64 * 1024)  # given up: what arrives goes to the HTTP protocol
+        return memoryview(self._scratch)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        owner = self._owner
+        if self._scratch is not None:
+            data, self._scratch = bytes(self._scratch[:nbytes]), None
+            owner.transport.set_protocol(owner)
+            owner.data_received(data)
+            return
+        owner._big_have += nbytes
+        moved = getattr(owner, "_lim_moved", None)
+        if moved is not None:
+            moved()  # the body-stall timer: the body moved
+        if owner._big_have == len(self._body):
+            owner.transport.set_protocol(owner)
+            owner._big_body_read()
+
+    def eof_received(self) -> bool | None:
+        return self._owner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._owner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._owner.resume_writing()
 
 
 class _ChunkedWriter:

@@ -256,6 +256,12 @@ class LimitedProtocol(CoalescingHttpToolsProtocol):
         if self._lim_phase >= _HEAD:
             self._lim_watch(len(rest), phase, seq)
 
+    def _lim_moved(self) -> None:
+        """Bytes of the current body arrived without passing through :meth:`data_received` (the
+        fast path reads a large body straight into its buffer): its stall clock restarts."""
+        if self._lim_phase == _BODY:
+            self._lim_since = self.loop.time()
+
     def _lim_watch(self, size: int, phase: int, seq: int) -> None:
         """Book a read that ended mid-request (``phase``/``seq``: where it began) and make sure
         a timer watches the request."""

@@ -183,3 +183,57 @@ def test_large_bodies_back_to_back_never_overwrite_what_is_still_held(cluster):
         sent.append(fill)
     for fill, result in zip(sent, back, strict=True):
         assert result.shape == (n,) and int(result.min()) == int(result.max()) == fill
+
+    from runhouse.protocol.buffers import POOL  # this process's: the client's
+
+    before = POOL.reused
+    for fill in range(6, 9):  # results dropped as they come: the client reuses their pages
+        assert int(echo(np.full(n, fill, dtype=np.int64))[-1]) == fill
+    assert POOL.reused >= before + 2
+
+
+def test_a_request_pipelined_right_behind_a_large_body_is_answered_after_it(daemon, cluster):
+    """The rest of a large body is read straight into its buffer and never past its end: a request
+    sent in the same write right behind it is parsed as a request of its own, and answered second."""
+    port, token = daemon
+    text = "cd" * (2 << 20)  # 4 MiB
+    first = _call(port, token, "/add/call", {"args": [text, "?"], "kwargs": {}})
+    second = _call(port, token, "/add/call", {"args": [40, 2], "kwargs": {}})
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_call(port, token, "/add/call", {"args": [1, 2], "kwargs": {}}))  # learn the Host
+        assert _responses(_read_all(sock, b"\r\n\r\n", 1))[0] == (200, b"3")
+        before = cluster.status()["fast_calls"]
+        sock.sendall(first + second)
+        sock.settimeout(20)
+        got = b""
+        while True:
+            replies = got.split(b"\r\n\r\n")
+            if len(replies) >= 3 and replies[-1].endswith(b"42"):
+                break
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the daemon closed the connection"
+            got += chunk
+    answers = _responses(got)
+    assert [status for status, _ in answers] == [200, 200]
+    assert json.loads(answers[0][1]) == text + "?" and answers[1][1] == b"42"
+    # the first took the fast path; the second, behind a call still in flight, may queue the long way
+    assert cluster.status()["fast_calls"] in (before + 1, before + 2)
+
+
+def test_a_client_gone_in_the_middle_of_a_large_body_harms_nothing(daemon, cluster):
+    port, token = daemon
+    request = _call(port, token, "/add/call", {"args": ["ef" * (3 << 20), "!"], "kwargs": {}})
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(request[: len(request) // 2])
+            time.sleep(0.1)
+    assert rh.function(uf.add).to(cluster)(20, 22) == 42
+    with socket.create_connection(("127.0.0.1", port)) as sock:  # and a whole one still goes through
+        sock.sendall(request)
+        sock.settimeout(20)
+        got = b""
+        while not got.endswith(b'!"'):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the daemon closed the connection"
+            got += chunk
+    assert _responses(got)[0][0] == 200

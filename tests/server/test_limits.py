@@ -305,6 +305,39 @@ def test_stalled_body_gets_408_and_is_closed(limited: Daemon):
     assert _status_and_json(reply)[0] == 408
 
 
+def _large_body_request(limited: Daemon, size: int) -> bytes:
+    """A fast call whose body is past the fast path's 1 MiB (read straight into its buffer)."""
+    body = json.dumps({"data": {"args": ["x" * size, "y"], "kwargs": {}}, "serialization": "none"}).encode()
+    head = limited.head(
+        "POST /add/call HTTP/1.1", "Content-Type: application/json", f"Content-Length: {len(body)}", auth=True
+    )
+    return head + body
+
+
+def test_a_large_body_that_stalls_midway_gets_408_and_is_closed(limited: Daemon):
+    request = _large_body_request(limited, 3 << 20)
+    with limited.connect() as sock:
+        sock.sendall(request[: len(request) * 2 // 3])
+        reply, closed = _read_until_closed(sock, 1 + SLACK_S)
+    assert closed, "a request whose large body stopped arriving was kept open"
+    assert _status_and_json(reply)[0] == 408
+    _still_works(limited)
+
+
+def test_a_large_body_that_keeps_moving_is_no_timeout(limited: Daemon):
+    """Each pause is under the 1 s body timeout, the whole body takes longer than it: the clock
+    restarts whenever bytes arrive, also while they go straight into the body's buffer."""
+    request = _large_body_request(limited, 3 << 20)
+    step = len(request) // 5 + 1
+    with limited.connect() as sock:
+        for start in range(0, len(request), step):
+            sock.sendall(request[start : start + step])
+            time.sleep(0.45)
+        reply = _read_reply(sock)
+    status, _ = _status_and_json(reply)
+    assert status == 200
+
+
 def test_connection_that_sends_nothing_is_closed(limited: Daemon):
     with limited.connect() as sock:
         reply, closed = _read_until_closed(sock, 1 + SLACK_S)

@@ -126,6 +126,19 @@ def test_uvicorn_still_calls_what_the_daemon_relies_on():
     )
 
 
+def test_the_request_parser_is_made_as_the_fast_path_remakes_it():
+    """After reading a large body past the parser (fastpath._BodySink), the fast path gives the
+    connection a fresh parser made the way uvicorn's __init__ makes it (fastpath._parser)."""
+    source = inspect.getsource(HttpToolsProtocol.__init__)
+    assert "self.parser = httptools.HttpRequestParser(self)" in source, (
+        f"uvicorn {uvicorn.__version__} makes its request parser differently: update {WHO} (_parser)"
+    )
+    leniencies = re.findall(r"set_dangerous_leniencies\(([^)]*)\)", source)
+    assert leniencies == ["lenient_data_after_close=True"], (
+        f"uvicorn {uvicorn.__version__} sets parser leniencies {leniencies}: make fastpath._parser set the same"
+    )
+
+
 def test_config_takes_what_the_daemon_passes():
     params = inspect.signature(uvicorn.Config.__init__).parameters
     missing = [name for name in CONFIG_ARGS if name not in params]
