@@ -10,9 +10,10 @@ worker Ray started there, connected to the daemon over TCP). In one run, measure
 * from this machine, through the SSH tunnel (the default connection): a trivial call's p50 to
   each env, interleaved in blocks;
 * from the head (a driver running in the head's worker, talking to the daemon on 127.0.0.1, as a
-  Ray driver on the head talks to Ray): the same, plus a Ray actor on the second host called
-  from the head (``ray.get(actor.ping.remote(1))``), and a ``--mb`` MB numpy array's round
-  trip (sent to the worker and returned) to each env and to the Ray actor.
+  Ray driver on the head talks to Ray): the same, plus Ray actors on the second host and on the
+  head called from the head (``ray.get(actor.ping.remote(1))``), and a ``--mb`` MB numpy array's
+  round trip (sent to the worker and returned) to each env and to each Ray actor (on the head,
+  Ray passes it through its same-node object store).
 
 The hosts share this machine, so "another node" means another network namespace: a real TCP
 connection through two veths and the kernel's routing, but no NIC; absolute numbers are this
@@ -93,10 +94,11 @@ def _time(fn: Any, n: int) -> list[float]:
 
 
 def from_head(
-    keys: list[str], node_ip: str, echo_port: int, calls: int, mb: int, rounds: int
+    keys: list[str], node_ip: str, head_ip: str, echo_port: int, calls: int, mb: int, rounds: int
 ) -> dict[str, Any]:
-    """On the head: our calls to each key through the daemon on 127.0.0.1, and a Ray actor on
-    ``node_ip`` called from here; p50 of trivial calls and seconds per ``mb`` MB round trip."""
+    """On the head: our calls to each key through the daemon on 127.0.0.1, and Ray actors on
+    ``node_ip`` and on the head (``head_ip``) called from here; p50 of trivial calls and seconds
+    per ``mb`` MB round trip."""
     import numpy as np
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -111,19 +113,22 @@ def from_head(
 
     ray.init(address=os.environ["RH_RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
     try:
-        node = next(n for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == node_ip)
-
         @ray.remote
         class Echo:
             def ping(self, x: Any) -> Any:
                 return x
 
-        actor = Echo.options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ).remote()
-        ray.get(actor.ping.remote(1))
+        def actor_on(ip: str) -> Any:
+            node = next(n for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == ip)
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            actor = Echo.options(num_cpus=0, scheduling_strategy=strategy).remote()
+            ray.get(actor.ping.remote(1))
+            return actor
+
+        actor, head_actor = actor_on(node_ip), actor_on(head_ip)
         calls_of = {key: (lambda s=stub: s(1)) for key, stub in stubs.items()}
         calls_of["ray_actor"] = lambda: ray.get(actor.ping.remote(1))
+        calls_of["ray_actor_head"] = lambda: ray.get(head_actor.ping.remote(1))
         samples: dict[str, list[float]] = {k: [] for k in calls_of}
         for fn in calls_of.values():
             _time(fn, 200)  # warm
@@ -140,6 +145,7 @@ def from_head(
 
         out["round_trip_s"] = {key: big(stub) for key, stub in stubs.items()}
         out["round_trip_s"]["ray_actor"] = big(lambda a: ray.get(actor.ping.remote(a)))
+        out["round_trip_s"]["ray_actor_head"] = big(lambda a: ray.get(head_actor.ping.remote(a)))
         _raw_round_trip((node_ip, echo_port), array)
         out["round_trip_s"]["raw_tcp"] = min(
             _time(lambda: _raw_round_trip((node_ip, echo_port), array), rounds)
@@ -217,6 +223,7 @@ def main() -> None:
             head = rh.function(multinode.from_head).to(cluster, env="same")(
                 [f"ping_{k}" for k in envs],
                 hosts.hosts[1].address,
+                hosts.hosts[0].address,
                 echo_port,
                 args.calls,
                 args.mb,
@@ -232,8 +239,8 @@ def main() -> None:
     )
     print(f"| other node / same node, from this machine | {client['remote'] / client['same']:.2f}x |")
     print(
-        f"| trivial call p50 from the head: same node / other node / Ray actor on the other node | "
-        f"{p50['ping_same']:.3f} / {p50['ping_remote']:.3f} / {p50['ray_actor']:.3f} ms |"
+        f"| trivial call p50 from the head: same node / other node / Ray actor on the other node / Ray actor on the head | "
+        f"{p50['ping_same']:.3f} / {p50['ping_remote']:.3f} / {p50['ray_actor']:.3f} / {p50['ray_actor_head']:.3f} ms |"
     )
     print(f"| other node / same node, from the head | {p50['ping_remote'] / p50['ping_same']:.2f}x |")
     print(
@@ -243,12 +250,17 @@ def main() -> None:
         f"| {args.mb} MB round trip, other node: ours / raw TCP between the same nodes | "
         f"{trip['ping_remote'] / trip['raw_tcp']:.2f}x the time |"
     )
+    print(
+        f"| {args.mb} MB round trip, same node: ours / Ray actor on the head (its object store) | "
+        f"{trip['ping_same'] / trip['ray_actor_head']:.2f}x the time |"
+    )
     if actor_rss:
         print(f"| RSS of a NodeWorker actor's Ray worker process | {statistics.median(actor_rss):.0f} MiB |")
     for key, label in (
         ("ping_same", "same node"),
         ("ping_remote", "other node"),
         ("ray_actor", "Ray actor, other node"),
+        ("ray_actor_head", "Ray actor, same node (the head)"),
         ("raw_tcp", "raw TCP echo on the other node (no serialization, no daemon)"),
     ):
         seconds = trip[key]
