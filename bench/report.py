@@ -206,6 +206,16 @@ def markdown(r: dict[str, Any], checked: list[Target]) -> str:
             "100 MB round trip, median / best / cold",
             f"{tr['median_mb_per_s']:.0f} / {tr['best_mb_per_s']:.0f} / {tr['cold_mb_per_s']:.0f} MB/s",
         ),
+        *(
+            [
+                _row(
+                    "100 MB round trip without shared memory (through the sockets), median / best / cold",
+                    f"{ts['median_mb_per_s']:.0f} / {ts['best_mb_per_s']:.0f} / {ts['cold_mb_per_s']:.0f} MB/s",
+                )
+            ]
+            if (ts := r.get("transfer_sockets"))
+            else []
+        ),
         _row(
             "idle RSS daemon + worker",
             f"{mem['idle']['daemon_mb']:.1f} + {mem['idle']['worker_mb']:.1f} = "

@@ -193,6 +193,8 @@ def run(plan: Plan, work: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
 
     log(f"100 MB round trip, {plan.transfer_reps} timed calls")
     results["transfer"] = transfer.round_trip(cluster, plan.transfer_reps)
+    log(f"100 MB round trip without shared memory, {plan.transfer_reps} timed calls")
+    results["transfer_sockets"] = transfer.round_trip(cluster, plan.transfer_reps, shm=False)
     results["memory"]["after_all"] = memory.snapshot(daemon)
     results["meta"]["loadavg_end"] = os.getloadavg()
     end_fingerprint = source_fingerprint()
