@@ -26,6 +26,7 @@ from runhouse.client.codec import (
 )
 from runhouse.client.transport import AsyncTransport, Endpoint, SyncTransport
 from runhouse.exceptions import ConnectionError_, RunhouseError, ServerError
+from runhouse.protocol.arena import is_segment, outbox
 from runhouse.protocol.serialization import segments_of, serialize_parts
 from runhouse.protocol.shm import discard, host_id, shm_dir
 from runhouse.protocol.wire import FRAMES_CONTENT_TYPE, PROTOCOL_VERSION, CallOptions
@@ -156,7 +157,10 @@ class DaemonClient:
         folder = self._shm_state
         if segments and isinstance(folder, Path):
             for name in segments:
-                discard(folder, name)
+                if is_segment(name):
+                    outbox(folder).settle(name)  # taken: kept for reuse; never taken: removed
+                else:
+                    discard(folder, name)
 
     def put(self, key: str, obj: Any, env: str | None = None, serialization: str = "pickle") -> None:
         body = encode_request(

@@ -28,7 +28,8 @@ from typing import Any
 import cloudpickle
 
 from runhouse.protocol.errors import WireError
-from runhouse.protocol.shm import map_segment, write_segment
+from runhouse.protocol.arena import inbox, is_segment, outbox
+from runhouse.protocol.shm import map_segment
 
 SERIALIZATIONS = ("json", "pickle", "none")
 OOB_MAGIC = b"RHP5"
@@ -83,7 +84,7 @@ def serialize_parts(obj: Any, serialization: str, shm: Path | None = None) -> li
             for i, view in enumerate(views):
                 if view.nbytes >= SHM_MIN_BYTES:
                     try:
-                        segments[str(i)] = write_segment(shm, view)
+                        segments[str(i)] = outbox(shm).write(view)
                     except OSError:  # /dev/shm full or too small: this buffer goes inline
                         continue
         layout = json.dumps({"lengths": [len(stream), *(v.nbytes for v in views)], "shm": segments}).encode()
@@ -126,7 +127,8 @@ def _loads_oob(view: memoryview, shm: Path | None) -> Any:
     for i, length in enumerate(lengths[1:]):
         if str(i) in segments:
             assert shm is not None
-            buffers.append(map_segment(shm, segments[str(i)], length))
+            name = segments[str(i)]
+            buffers.append(inbox(shm).map(name, length) if is_segment(name) else map_segment(shm, name, length))
         else:
             buffers.append(view[pos : pos + length])
             pos += length

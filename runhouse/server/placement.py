@@ -42,7 +42,8 @@ from runhouse.exceptions import BadRequest, EnvSetupError, WorkerDied
 from runhouse.protocol.ipc import MAGIC, PREAMBLE, tune_tcp
 from runhouse.protocol.messages import Call, cid_of
 from runhouse.protocol.serialization import OOB_MAGIC, SHM_MIN_BYTES
-from runhouse.protocol.shm import discard, map_segment, shm_dir, write_segment
+from runhouse.protocol.arena import inbox, is_segment, outbox
+from runhouse.protocol.shm import map_segment, shm_dir
 from runhouse.server.nodeworker import NodeWorker, probe_node
 from runhouse.server.workers import Build, PendingCall, WorkerHandle
 
@@ -393,7 +394,8 @@ def inline_segments(body: Any, folder: Path | None) -> Any:
     pos += lengths[0]
     for i, length in enumerate(lengths[1:]):
         if str(i) in segments:
-            parts.append(map_segment(folder, segments[str(i)], length))
+            name = segments[str(i)]
+            parts.append(inbox(folder).map(name, length) if is_segment(name) else map_segment(folder, name, length))
         else:
             parts.append(view[pos : pos + length])
             pos += length
@@ -422,13 +424,13 @@ def to_segments(body: Any, folder: Path) -> Any:
             chunk = view[pos : pos + length]
             pos += length
             if length >= SHM_MIN_BYTES:
-                segments[str(i)] = write_segment(folder, chunk)
+                segments[str(i)] = outbox(folder).write(chunk)
                 written.append(segments[str(i)])
             else:
                 inline.append(chunk)
     except OSError:  # /dev/shm full: the reply goes as it came
         for name in written:
-            discard(folder, name)
+            outbox(folder).settle(name)
         return body
     text = json.dumps({"lengths": lengths, "shm": segments}).encode()
     return b"".join([OOB_MAGIC, _LAYOUT_LEN.pack(len(text)), text, stream, *inline])

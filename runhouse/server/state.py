@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from runhouse.exceptions import BadRequest
+from runhouse.protocol.arena import sweep_dead
 from runhouse.protocol.shm import shm_dir, sweep
 from runhouse.server.envs import Emit, EnvBuilder
 from runhouse.server.placement import PlacedWorker, RayPlacer, WorkerListener, check_compute
@@ -268,10 +269,11 @@ class DaemonState:
                 return
 
     async def sweep_shared_memory(self, every_s: float = 300.0) -> None:
-        """Remove shared-memory segments that no reader took (their reader crashed or left)."""
+        """Remove shared-memory segments that no reader took (their reader crashed or left), and
+        reusable segments whose writer process is gone."""
         folder = shm_dir()
         while folder is not None and not self.stopping:
-            removed = sweep(folder)
+            removed = sweep(folder) + sweep_dead(folder)
             if removed:
                 log.info("removed %d stale shared-memory segments from %s", removed, folder)
             await asyncio.sleep(every_s)

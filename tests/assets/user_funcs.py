@@ -153,14 +153,16 @@ def nbytes(x):
     return int(getattr(x, "nbytes", len(x)))
 
 
-_KEPT: list = []
+_KEPT: dict = {}
 
 
-def keep(x):
-    """Holds every argument it gets (the worker keeps each alive) and returns what they sum to now:
-    a kept array whose memory was used again for a later call would sum to something else."""
-    _KEPT.append(x)
-    return [int(a.sum()) for a in _KEPT]
+def keep(x, tag):
+    """Holds every argument it gets under ``tag`` (the worker keeps each alive) and returns what
+    they sum to now: a kept array whose memory was used again for a later call would sum to
+    something else."""
+    kept = _KEPT.setdefault(tag, [])
+    kept.append(x)
+    return [int(a.sum()) for a in kept]
 
 
 def make_array(n):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
@@ -277,6 +278,49 @@ def test_large_arrays_use_shared_memory_on_the_same_host(cluster):
     assert arr[0] != -1.0
     assert not list(folder.glob("seg-*")), "segments are removed once read"
     assert cluster.client._shm_state == folder
+    del back
+    _no_segments_left(folder, os.getpid(), rh.function(uf.getpid).to(cluster, name="getpid_shm")())
+
+
+def _no_segments_left(folder, *pids, within_s=10.0):
+    """Reusable segments (protocol/arena.py) of these processes are gone once they have been idle."""
+    deadline = time.monotonic() + within_s
+    while True:
+        left = [p.name for pid in pids for p in folder.glob(f"blk-{pid}-*")]
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"segments still there after {within_s}s idle: {left}"
+        time.sleep(0.2)
+
+
+def test_shared_memory_segments_are_reused_and_never_change_under_a_holder(cluster):
+    """Same-host calls copy large buffers into segments their writer keeps and uses again once the
+    reader let them go (protocol/arena.py). The worker keeps every argument it got, the client
+    keeps every result: none of them changes while later calls run; results the client drops
+    free their segments for the next calls."""
+    np = pytest.importorskip("numpy")
+    from runhouse.protocol.arena import inbox, outbox
+    from runhouse.protocol.shm import shm_dir
+
+    folder = shm_dir()
+    if folder is None:
+        pytest.skip("no /dev/shm here")
+    keep = rh.function(uf.keep).to(cluster, name="keep_shm")
+    identity = rh.function(uf.identity).to(cluster, name="identity_reuse")
+    n = (12 << 20) // 8  # 12 MiB: through shared memory
+    back = []
+    for fill in range(1, 5):
+        array = np.full(n, fill, dtype=np.int64)
+        assert keep(array, "shm") == [k * n for k in range(1, fill + 1)]
+        back.append(identity(array))
+    for fill, result in enumerate(back, start=1):
+        assert int(result.min()) == int(result.max()) == fill
+    reused, remapped = outbox(folder).reused, inbox(folder).remapped
+    for fill in range(5, 10):
+        assert int(identity(np.full(n, fill, dtype=np.int64))[-1]) == fill  # dropped at once
+    assert outbox(folder).reused >= reused + 3 and inbox(folder).remapped >= remapped + 3
+    for fill, result in enumerate(back, start=1):
+        assert int(result.min()) == int(result.max()) == fill
 
 
 def test_large_arrays_without_shared_memory(cluster):
@@ -303,6 +347,7 @@ def test_failed_call_leaves_no_shared_memory_behind(cluster):
     with pytest.raises(TypeError):
         nothing_here(np.zeros(2_000_000))  # add() misses its second argument
     assert not list(folder.glob("seg-*"))
+    _no_segments_left(folder, os.getpid())  # taken ones kept a while for reuse, then gone
 
 
 def test_arguments_that_need_pickling_by_value(cluster, tmp_path):
