@@ -113,6 +113,7 @@ def from_head(
 
     ray.init(address=os.environ["RH_RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
     try:
+
         @ray.remote
         class Echo:
             def ping(self, x: Any) -> Any:

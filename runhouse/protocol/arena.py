@@ -244,7 +244,9 @@ class _In:
 class Inbox:
     """A reader's mapped segments. ``map(name, length)`` is a writable view of the data."""
 
-    def __init__(self, folder: Path, idle_s: float = IDLE_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, folder: Path, idle_s: float = IDLE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.folder = folder
         self._clock = clock
         self._maps: dict[str, _In] = {}

@@ -27,8 +27,8 @@ from typing import Any
 
 import cloudpickle
 
-from runhouse.protocol.errors import WireError
 from runhouse.protocol.arena import inbox, is_segment, outbox
+from runhouse.protocol.errors import WireError
 from runhouse.protocol.shm import map_segment
 
 SERIALIZATIONS = ("json", "pickle", "none")
@@ -128,7 +128,9 @@ def _loads_oob(view: memoryview, shm: Path | None) -> Any:
         if str(i) in segments:
             assert shm is not None
             name = segments[str(i)]
-            buffers.append(inbox(shm).map(name, length) if is_segment(name) else map_segment(shm, name, length))
+            buffers.append(
+                inbox(shm).map(name, length) if is_segment(name) else map_segment(shm, name, length)
+            )
         else:
             buffers.append(view[pos : pos + length])
             pos += length

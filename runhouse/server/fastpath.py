@@ -20,6 +20,7 @@ protocol's ``connection_lost`` tells the worker (no task or timer per call watch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -116,9 +117,13 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         big = self._big
-        if big is not None and self._call is not None and self._big_have < len(big):
-            if not self.transport.is_closing():  # the rest of a large body: read straight into it
-                self.transport.set_protocol(_BodySink(self, big))
+        if (
+            big is not None
+            and self._call is not None
+            and self._big_have < len(big)
+            and not self.transport.is_closing()
+        ):  # the rest of a large body: read straight into it
+            self.transport.set_protocol(_BodySink(self, big))
 
     def _big_body_read(self) -> None:
         """A :class:`_BodySink` filled the body: this protocol reads the connection again, with a
@@ -272,10 +277,8 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
 def _parser(protocol: Any) -> Any:
     """A request parser for ``protocol``, made as uvicorn's ``HttpToolsProtocol.__init__`` makes it."""
     parser = httptools.HttpRequestParser(protocol)
-    try:
+    with contextlib.suppress(AttributeError):  # httptools < 0.6.3
         parser.set_dangerous_leniencies(lenient_data_after_close=True)
-    except AttributeError:  # httptools < 0.6.3
-        pass
     return parser
 
 
@@ -315,7 +318,8 @@ class _BodySink(asyncio.BufferedProtocol):
             owner._big_body_read()
 
     def eof_received(self) -> bool | None:
-        return self._owner.eof_received()
+        self._owner.eof_received()
+        return None  # the transport closes its read side
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner.connection_lost(exc)

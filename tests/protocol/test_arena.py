@@ -161,7 +161,9 @@ def test_names_from_a_message_are_checked(folder):
 
 
 def test_segments_of_dead_writers_are_swept(folder):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = folder / f"{arena.PREFIX}{int(proc.stdout)}-{'0' * 16}"
     dead.write_bytes(b"x" * HEADER)
     live = Outbox(folder).write(memoryview(_array(1)))
