@@ -52,7 +52,7 @@ class DaemonClient:
         headers = dict(endpoint.headers)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.endpoint = Endpoint(endpoint.host, endpoint.port, endpoint.scheme, endpoint.verify, headers)
+        self.endpoint = replace(endpoint, headers=headers)
         self._sync = SyncTransport(self.endpoint, timeout)
         self._async = AsyncTransport(self.endpoint, timeout)
         self._shm_state: Any = ...  # not yet known; see _shm

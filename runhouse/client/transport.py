@@ -13,7 +13,7 @@ import asyncio
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,11 @@ class Endpoint:
     scheme: str = "http"
     verify: bool | str = True  # for https: False, True (system CAs) or a CA bundle path
     headers: dict[str, str] = field(default_factory=dict)
+    # Called before a connection is opened (sync) or a request sent (async); raises
+    # ConnectionError_ when the address is not known to be ours right now. An SSH tunnel's local
+    # port uses it: while its ssh process is being restarted the port is free, and another local
+    # user who bound it would receive the request and its token (compute/forward.py).
+    gate: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -67,6 +72,8 @@ class SyncTransport:
                 self._ssl.verify_mode = ssl.CERT_NONE
 
     def _connect(self) -> Connection:
+        if self.endpoint.gate is not None:
+            self.endpoint.gate()
         try:
             return Connection(self.endpoint.host, self.endpoint.port, self.timeout, self._ssl)
         except OSError as e:
@@ -177,6 +184,8 @@ class AsyncTransport:
         headers: dict[str, str] | None = None,
     ) -> AsyncIterator[AsyncReply]:
         content = b"".join(body) if isinstance(body, list) else body
+        if self.endpoint.gate is not None:  # httpx opens connections out of sight: every request
+            self.endpoint.gate()
         try:
             async with self._client().stream(method, path, content=content, headers=headers) as response:
                 yield AsyncReply(response)

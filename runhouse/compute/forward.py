@@ -17,8 +17,9 @@ fraction of the link's speed: every byte passes through Python (our SSH loop thr
   that thread's life (``PR_SET_PDEATHSIG``), so it goes when this process dies, even by SIGKILL.
   ``close()`` (cluster teardown, the pool closing, interpreter exit) stops it by pid.
 * **A dead forward** (killed, its connection lost) is restarted on the same local port, so a
-  client's kept address stays good; calls in the gap fail at once with "connection refused"
-  rather than hang. After three failed starts in a row, and wherever OpenSSH cannot be used (no
+  client's kept address stays good; calls in the gap fail at once rather than hang. Before it
+  connects, the client asks :meth:`OpenSSHTunnel.gate` whether our forward serves the port right
+  now: in the gap another local user could have bound it, and would get the request's token. After three failed starts in a row, and wherever OpenSSH cannot be used (no
   ``ssh``, a password without ``sshpass``), the asyncssh forward takes the port, with a one-line
   warning saying why.
 """
@@ -39,7 +40,7 @@ from typing import IO, Protocol
 
 import psutil
 
-from runhouse.exceptions import SSHError
+from runhouse.exceptions import ConnectionError_, SSHError
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,25 @@ class OpenSSHTunnel:
         if self._listener is not None:
             return self._listener.alive()
         return not self._gave_up and self._thread is not None and self._thread.is_alive()
+
+    def gate(self) -> None:
+        """Before a client opens a connection to the local port: it must be served by this
+        forward right now (our ssh process alive, which holds the port while it lives, or our
+        asyncssh listener). Between an ssh dying and its restart the port is free: another local
+        user who bound it would receive the request and its token, so the client is refused here
+        instead and nothing is sent. (What is left is the moment between this check and the
+        connect: the ssh would have to die and the port be taken inside it.)"""
+        listener = self._listener
+        if listener is not None and listener.alive():
+            return
+        proc = self._serving
+        if not self._closed and proc is not None and listener is None and _running(proc):
+            return
+        raise ConnectionError_(
+            f"the SSH tunnel to {self.where} (127.0.0.1:{self.local_port}) is down: its ssh process "
+            "ended and is being restarted, so nothing was sent; retry in a moment"
+            + (" (the tunnel was closed)" if self._closed else "")
+        )
 
     def open(self) -> int:
         """Start the forward (on the port it had, if it had one) and return the local port."""
@@ -333,6 +353,20 @@ def _listens(pid: int, port: int) -> bool:
     except psutil.Error:
         return False
     return False
+
+
+def _running(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` has not exited, without reaping it (the tunnel's thread waits on it, and
+    ``poll()`` answers "running" while that wait holds its lock): a dead ssh's port is free at
+    once, before anyone has reaped it."""
+    if proc.returncode is not None:
+        return False
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # reaped already
+        return False
+    except AttributeError:  # no waitid on this system
+        return proc.poll() is None
 
 
 def _free_port() -> int:

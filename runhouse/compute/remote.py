@@ -151,7 +151,9 @@ class RemoteDaemon(DaemonHost):
 
     def endpoint(self) -> Endpoint:
         if self.connection_type == "ssh":
-            return Endpoint("127.0.0.1", self.session.forward(self.port))
+            port = self.session.forward(self.port)
+            tunnel = self.session.tunnel(self.port)
+            return Endpoint("127.0.0.1", port, gate=tunnel.gate if tunnel is not None else None)
         if self.connection_type == "tls":
             cert = self.settings.home / "certs" / f"{self.host}-{self.port}.crt"
             cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -5,6 +5,7 @@ How fast it is: bench/tunnel.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -108,6 +109,55 @@ def test_a_killed_forward_comes_back_on_the_same_port(lab):
     assert tunnel.restarts == restarts + 1 and tunnel.local_port == port
     assert add(3, 4) == 7  # the client kept its address
     assert lab.client.endpoint.port == port
+
+
+async def _awaited(call):
+    return await call
+
+
+def test_a_port_taken_while_the_forward_is_down_never_gets_a_request(lab):
+    """Between an ssh dying and its restart the local port is free. Someone else who binds it then
+    must not receive the next request (it carries the cluster token): the client checks that the
+    tunnel is serving before it connects, and refuses instead. Once the port is free again the
+    forward comes back on it and calls go through."""
+    add = rh.function(uf.add).to(lab)
+    assert add(1, 1) == 2
+    tunnel = _tunnel(lab)
+    old_pid, port = tunnel.pid, tunnel.local_port
+    assert old_pid is not None
+    stranger = socket.socket()
+    stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    os.kill(old_pid, signal.SIGKILL)
+    assert _gone(old_pid)
+    deadline = time.monotonic() + 5
+    while True:  # take the port before the forward's restart does (it waits 0.1 s first)
+        try:
+            stranger.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "could not take the freed port"
+            time.sleep(0.001)
+    stranger.listen()
+    stranger.settimeout(0.5)
+    try:
+        for call in (lambda: add(2, 2), lambda: asyncio.run(_awaited(add.run_async(2, 2)))):
+            with pytest.raises(ConnectionError_, match="is down"):
+                call()
+        with pytest.raises(socket.timeout):
+            conn, _ = stranger.accept()  # nobody connected to the stranger
+            conn.settimeout(0.5)
+            raise AssertionError(f"the stranger's port got a connection: {conn.recv(4096)!r}")
+    finally:
+        stranger.close()
+    deadline = time.monotonic() + 30
+    while True:  # the restarts that failed while the port was taken give way to one that works
+        try:
+            assert add(3, 4) == 7
+            break
+        except ConnectionError_:
+            assert time.monotonic() < deadline, "the forward did not come back once the port was free"
+            time.sleep(0.2)
+    assert tunnel.local_port == port and lab.client.endpoint.port == port
 
 
 def test_teardown_stops_the_ssh_process(hosts):
