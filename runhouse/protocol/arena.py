@@ -42,6 +42,8 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from runhouse.protocol.buffers import IdleTimer
+
 HEADER = mmap.PAGESIZE  # the first page: the taken byte; data starts page-aligned after it
 PREFIX = "blk-"
 KEEP_BYTES = 1 << 30  # an outbox keeps at most this much (in use or free)
@@ -53,40 +55,6 @@ _NAME = re.compile(r"^blk-(\d+)-[0-9a-f]{16}$")
 
 def is_segment(name: str) -> bool:
     return name.startswith(PREFIX)
-
-
-class _Idle:
-    """A timer thread, one at a time, calling ``trim`` once ``last_use`` is ``idle_s`` old."""
-
-    def __init__(self, idle_s: float, clock: Callable[[], float]) -> None:
-        self.idle_s = idle_s
-        self.clock = clock
-        self.last_use = 0.0
-        self._timer: threading.Timer | None = None
-        self._guard = threading.Lock()
-
-    def touch(self, trim: Callable[[], bool]) -> None:
-        self.last_use = self.clock()
-        with self._guard:
-            if self._timer is None:
-                self._start(self.idle_s, trim)
-
-    def _start(self, wait: float, trim: Callable[[], bool]) -> None:
-        self._timer = threading.Timer(wait, self._tick, (trim,))
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _tick(self, trim: Callable[[], bool]) -> None:
-        idle_for = self.clock() - self.last_use
-        with self._guard:
-            self._timer = None
-            if idle_for < self.idle_s:
-                self._start(self.idle_s - idle_for, trim)
-                return
-        if trim():  # something is still held: look again later
-            with self._guard:
-                if self._timer is None:
-                    self._start(self.idle_s, trim)
 
 
 class _Out:
@@ -115,7 +83,7 @@ class Outbox:
         self._clock = clock
         self._files: list[_Out] = []  # least recently used first
         self._lock = threading.Lock()
-        self._idle = _Idle(idle_s, clock)
+        self._idle = IdleTimer(idle_s, clock)
         self.reused = 0  # writes into a segment written before (tests, benches)
         self.created = 0
 
@@ -251,7 +219,7 @@ class Inbox:
         self._clock = clock
         self._maps: dict[str, _In] = {}
         self._lock = threading.Lock()
-        self._idle = _Idle(idle_s, clock)
+        self._idle = IdleTimer(idle_s, clock)
         self.remapped = 0  # segments mapped before, used again (tests, benches)
         _ALL_INBOXES.add(self)
 
@@ -344,19 +312,13 @@ _REGISTRY = threading.Lock()
 def outbox(folder: Path) -> Outbox:
     """This process's outbox for ``folder``."""
     with _REGISTRY:
-        box = _OUTBOXES.get(folder)
-        if box is None:
-            box = _OUTBOXES[folder] = Outbox(folder)
-        return box
+        return _OUTBOXES.get(folder) or _OUTBOXES.setdefault(folder, Outbox(folder))
 
 
 def inbox(folder: Path) -> Inbox:
     """This process's inbox for ``folder``."""
     with _REGISTRY:
-        box = _INBOXES.get(folder)
-        if box is None:
-            box = _INBOXES[folder] = Inbox(folder)
-        return box
+        return _INBOXES.get(folder) or _INBOXES.setdefault(folder, Inbox(folder))
 
 
 def _after_fork_in_parent() -> None:

@@ -29,6 +29,40 @@ KEEP_COUNT = 4
 IDLE_S = 2.0
 
 
+class IdleTimer:
+    """A timer thread, one at a time, calling ``trim`` once ``last_use`` is ``idle_s`` old."""
+
+    def __init__(self, idle_s: float, clock: Callable[[], float]) -> None:
+        self.idle_s = idle_s
+        self.clock = clock
+        self.last_use = 0.0
+        self._timer: threading.Timer | None = None
+        self._guard = threading.Lock()
+
+    def touch(self, trim: Callable[[], bool]) -> None:
+        self.last_use = self.clock()
+        with self._guard:
+            if self._timer is None:
+                self._start(self.idle_s, trim)
+
+    def _start(self, wait: float, trim: Callable[[], bool]) -> None:
+        self._timer = threading.Timer(wait, self._tick, (trim,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _tick(self, trim: Callable[[], bool]) -> None:
+        idle_for = self.clock() - self.last_use
+        with self._guard:
+            self._timer = None
+            if idle_for < self.idle_s:
+                self._start(self.idle_s - idle_for, trim)
+                return
+        if trim():  # something is still held: look again later
+            with self._guard:
+                if self._timer is None:
+                    self._start(self.idle_s, trim)
+
+
 class BufferPool:
     """``take(n)``: a ``bytearray`` of exactly ``n`` bytes whose contents are undefined."""
 
@@ -49,7 +83,7 @@ class BufferPool:
         self.reused = 0  # how many takes were served without a new allocation (tests, benches)
         self.last_take = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._thread_timer: threading.Timer | None = None
+        self._idle = IdleTimer(idle_s, clock)
 
     def take(self, size: int) -> bytearray:
         if size < MIN_BYTES:
@@ -97,25 +131,11 @@ class BufferPool:
     def trim_soon(self) -> None:
         """:meth:`trim_later` for a process without an event loop (the sync client): a timer
         thread, one at a time, that trims once traffic stops."""
-        with self._lock:
-            if self._thread_timer is not None:
-                return
-            self._thread_timer = threading.Timer(self.idle_s, self._thread_tick)
-            self._thread_timer.daemon = True
-            self._thread_timer.start()
+        self._idle.touch(self._trim_all)
 
-    def _thread_tick(self) -> None:
-        with self._lock:
-            self._thread_timer = None
-            idle_for = self._clock() - self.last_take
-        if idle_for >= self.idle_s:
-            self.trim()
-            return
-        with self._lock:
-            if self._thread_timer is None:
-                self._thread_timer = threading.Timer(self.idle_s - idle_for, self._thread_tick)
-                self._thread_timer.daemon = True
-                self._thread_timer.start()
+    def _trim_all(self) -> bool:
+        self.trim()
+        return False
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

@@ -125,3 +125,19 @@ def test_a_large_random_body_arrives_intact_through_a_reused_buffer():
         sender.close()
 
     asyncio.run(main())
+
+
+def test_a_process_without_an_event_loop_trims_with_a_timer_thread():
+    """The sync client's pool: a timer thread lets idle buffers go, and waits while takes go on."""
+    import time
+
+    pool = BufferPool(idle_s=0.3)
+    for _ in range(3):
+        pool.take(2 * MB)
+        pool.trim_soon()
+        time.sleep(0.1)  # takes keep coming: nothing is dropped yet
+        assert pool.held() == 2 * MB
+    deadline = time.monotonic() + 5
+    while pool.held():
+        assert time.monotonic() < deadline, "an idle pool kept its buffers"
+        time.sleep(0.05)
