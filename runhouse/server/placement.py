@@ -256,11 +256,11 @@ class RayPlacer:
                 f"({', '.join(hosts)}), node_idx 0 to {len(hosts) - 1}",
                 422,
             )
-        # newest first: a node that died and joined again may be listed twice until Ray's health
-        # checks declare the old entry dead
-        for node in reversed(nodes):
-            if node.get("NodeManagerAddress") == hosts[index]:
-                return node
+        # A node that died and joined again is listed twice until Ray's health checks declare the
+        # old entry dead (tens of seconds): place on the one whose raylet answers.
+        listed = [n for n in nodes if n.get("NodeManagerAddress") == hosts[index]]
+        if listed:
+            return _answering(listed)
         raise BadRequest(
             f"compute['node_idx']={index} is host {hosts[index]}, which is not an alive node of the "
             f"cluster's Ray (alive: {', '.join(n['NodeManagerAddress'] for n in nodes) or 'none'}); "
@@ -436,6 +436,21 @@ def to_segments(body: Any, folder: Path) -> Any:
         return body
     text = json.dumps({"lengths": lengths, "shm": segments}).encode()
     return b"".join([OOB_MAGIC, _LAYOUT_LEN.pack(len(text)), text, stream, *inline])
+
+
+def _answering(listed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of Ray's alive entries for one address, the one whose raylet accepts a connection (the
+    newest listed if none or several do)."""
+    if len(listed) == 1:
+        return listed[0]
+    for node in reversed(listed):
+        try:
+            port = int(node.get("NodeManagerPort") or 0)
+            with socket.create_connection((node["NodeManagerAddress"], port), timeout=1.0):
+                return node
+        except (OSError, ValueError):
+            continue
+    return listed[-1]
 
 
 def _without_shm(msg: Any) -> Any:

@@ -124,3 +124,19 @@ def test_nvidia_smi_rows_become_gpus():
         },
     ]
     assert parse_nvidia_smi("") == []
+
+
+def test_of_two_entries_for_one_address_the_one_whose_raylet_answers_is_chosen():
+    """A node that died and joined again is listed twice by Ray (both alive) until its health checks
+    catch up; placing on the dead entry would have the actor cancelled when they do."""
+    from runhouse.server.placement import _answering
+
+    with socket.socket() as live, socket.socket() as gone:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        gone.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        new = {"NodeID": "new", "NodeManagerAddress": "127.0.0.1", "NodeManagerPort": live.getsockname()[1]}
+        old = {"NodeID": "old", "NodeManagerAddress": "127.0.0.1", "NodeManagerPort": gone.getsockname()[1]}
+        assert _answering([new, old])["NodeID"] == "new"
+        assert _answering([old, new])["NodeID"] == "new"
+        assert _answering([old])["NodeID"] == "old"  # the only one: no probe
