@@ -43,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runhouse.protocol.buffers import IdleTimer
+from runhouse.protocol.shm import map_segment
 
 HEADER = mmap.PAGESIZE  # the first page: the taken byte; data starts page-aligned after it
 PREFIX = "blk-"
@@ -55,6 +56,12 @@ _NAME = re.compile(r"^blk-(\d+)-[0-9a-f]{16}$")
 
 def is_segment(name: str) -> bool:
     return name.startswith(PREFIX)
+
+
+def read_segment(folder: Path, name: str, length: int) -> memoryview:
+    """The data of segment ``name``: a reusable one through this process's inbox, an old-style
+    ``seg-*`` file (a client of an earlier version) mapped and unlinked as before."""
+    return inbox(folder).map(name, length) if is_segment(name) else map_segment(folder, name, length)
 
 
 class _Out:

@@ -27,9 +27,8 @@ from typing import Any
 
 import cloudpickle
 
-from runhouse.protocol.arena import inbox, is_segment, outbox
+from runhouse.protocol.arena import outbox, read_segment
 from runhouse.protocol.errors import WireError
-from runhouse.protocol.shm import map_segment
 
 SERIALIZATIONS = ("json", "pickle", "none")
 OOB_MAGIC = b"RHP5"
@@ -127,10 +126,7 @@ def _loads_oob(view: memoryview, shm: Path | None) -> Any:
     for i, length in enumerate(lengths[1:]):
         if str(i) in segments:
             assert shm is not None
-            name = segments[str(i)]
-            buffers.append(
-                inbox(shm).map(name, length) if is_segment(name) else map_segment(shm, name, length)
-            )
+            buffers.append(read_segment(shm, segments[str(i)], length))
         else:
             buffers.append(view[pos : pos + length])
             pos += length

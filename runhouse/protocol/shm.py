@@ -1,11 +1,12 @@
-"""Same-host shared memory for large buffers.
+"""Same-host shared memory for large buffers: the folder, the host id, and old-style segments.
 
 When a client and a daemon run on one machine as one user (their :func:`host_id` match), large
-out-of-band buffers of a pickle payload are written to a file in ``/dev/shm/rh-<uid>/`` and only
-the file's name travels through the sockets; the receiver maps the file (copy-on-write, so the
-array it gets is writable) and unlinks it at once. A 100 MB array then costs one memory copy per
-direction instead of a trip through two sockets. Files whose receiver never came (a crash
-between write and read) are swept by :func:`sweep`.
+out-of-band buffers of a pickle payload go through files in ``/dev/shm/rh-<uid>/`` and only the
+file's name travels through the sockets. Those files are reusable segments their writer keeps
+(:mod:`runhouse.protocol.arena`). Before them, every buffer went to a new ``seg-*`` file that
+the receiver mapped copy-on-write and unlinked at once; :func:`map_segment` still reads those
+(from a client of an earlier version on the same host), and :func:`sweep` removes ones whose
+receiver never came.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import hashlib
 import mmap
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -43,23 +43,6 @@ def host_id() -> str:
         with contextlib.suppress(OSError):
             parts.append(Path(path).read_text().strip())
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-
-
-def write_segment(folder: Path, data: memoryview) -> str:
-    """Copy ``data`` into a new segment file; return its name."""
-    name = f"seg-{secrets.token_hex(12)}"
-    fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-        written = 0
-        while written < len(view):
-            written += os.write(fd, view[written:])
-    except BaseException:
-        os.close(fd)
-        discard(folder, name)
-        raise
-    os.close(fd)
-    return name
 
 
 def map_segment(folder: Path, name: str, length: int) -> memoryview:

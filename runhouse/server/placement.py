@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from runhouse.exceptions import BadRequest, EnvSetupError, WorkerDied
-from runhouse.protocol.arena import inbox, is_segment, outbox
+from runhouse.protocol.arena import outbox, read_segment
 from runhouse.protocol.ipc import MAGIC, PREAMBLE, tune_tcp
 from runhouse.protocol.messages import Call, cid_of
 from runhouse.protocol.serialization import OOB_MAGIC, SHM_MIN_BYTES
-from runhouse.protocol.shm import map_segment, shm_dir
+from runhouse.protocol.shm import shm_dir
 from runhouse.server.nodeworker import NodeWorker, probe_node
 from runhouse.server.workers import Build, PendingCall, WorkerHandle
 
@@ -394,10 +394,7 @@ def inline_segments(body: Any, folder: Path | None) -> Any:
     pos += lengths[0]
     for i, length in enumerate(lengths[1:]):
         if str(i) in segments:
-            name = segments[str(i)]
-            parts.append(
-                inbox(folder).map(name, length) if is_segment(name) else map_segment(folder, name, length)
-            )
+            parts.append(read_segment(folder, segments[str(i)], length))
         else:
             parts.append(view[pos : pos + length])
             pos += length

@@ -169,3 +169,15 @@ def test_segments_of_dead_writers_are_swept(folder):
     live = Outbox(folder).write(memoryview(_array(1)))
     assert sweep_dead(folder) == 1
     assert not dead.exists() and (folder / live).exists()
+
+
+def test_an_old_style_segment_from_an_earlier_client_is_still_read(folder):
+    """A client of an earlier version on the same host writes a new ``seg-*`` file per buffer; the
+    receiver maps it and removes it at once, as before."""
+    from runhouse.protocol.arena import read_segment
+
+    data = os.urandom(3 * MB)
+    old = folder / f"seg-{os.urandom(12).hex()}"
+    old.write_bytes(data)
+    assert bytes(read_segment(folder, old.name, len(data))) == data
+    assert not old.exists()
