@@ -187,10 +187,6 @@ class Outbox:
                         self._drop(out)
                     return
 
-    def owns(self, name: str) -> bool:
-        with self._lock:
-            return any(out.name == name for out in self._files)
-
     def trim(self) -> bool:
         """Drop segments not written for the idle time (pending ones stay); whether any are left."""
         with self._lock:
