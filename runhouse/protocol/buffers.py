@@ -17,7 +17,6 @@ goes back to its idle memory.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
@@ -81,15 +80,13 @@ class BufferPool:
         self._used: list[float] = []  # when each was last handed out
         self._lock = threading.Lock()
         self.reused = 0  # how many takes were served without a new allocation (tests, benches)
-        self.last_take = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._idle = IdleTimer(idle_s, clock)
 
     def take(self, size: int) -> bytearray:
         if size < MIN_BYTES:
             return bytearray(size)
         with self._lock:
-            now = self.last_take = self._clock()
+            now = self._clock()
             bufs = self._bufs
             for i in range(len(bufs)):
                 # Free: referenced only by the list and getrefcount's own argument.
@@ -123,27 +120,14 @@ class BufferPool:
             self._bufs = [self._bufs[i] for i in keep]
             self._used = [self._used[i] for i in keep]
 
-    def trim_later(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Have ``loop`` trim the pool once traffic stops (called after each large take)."""
-        if self._timer is None:
-            self._timer = loop.call_later(self.idle_s, self._tick, loop)
-
     def trim_soon(self) -> None:
-        """:meth:`trim_later` for a process without an event loop (the sync client): a timer
-        thread, one at a time, that trims once traffic stops."""
+        """Have a timer thread (one at a time) trim the pool once large takes stop; called after
+        each large take, by the daemon and workers and by the sync client alike."""
         self._idle.touch(self._trim_all)
 
     def _trim_all(self) -> bool:
         self.trim()
         return False
-
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        idle_for = self._clock() - self.last_take
-        if idle_for >= self.idle_s:
-            self.trim()
-        else:
-            self._timer = loop.call_later(self.idle_s - idle_for, self._tick, loop)
 
     def held(self) -> int:
         """Bytes the pool keeps (in use or not)."""

@@ -157,8 +157,8 @@ class Channel(asyncio.BufferedProtocol):
                 self._on_message(header, body)
                 continue
             big = POOL.take(blen)  # a recent body's pages when it is free: no fresh pages to fault in
-            if blen >= MIN_BYTES and self._loop is not None:
-                POOL.trim_later(self._loop)
+            if blen >= MIN_BYTES:
+                POOL.trim_soon()
             big[:inbuf] = view[bstart : bstart + inbuf]
             self._body, self._body_have, self._body_header = big, inbuf, header
             self._start = self._end = 0

@@ -157,7 +157,7 @@ class _FastProtocol(CoalescingHttpToolsProtocol):
                             # Its declared length (admitted under max_body): pages a recent large
                             # body used, when nothing refers to it any more (protocol/buffers.py).
                             self._big, self._big_have = POOL.take(int(value)), 0
-                            POOL.trim_later(self.loop)
+                            POOL.trim_soon()
                     return
         super().on_headers_complete()
 
